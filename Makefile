@@ -1,0 +1,23 @@
+# The two commands of the README. Each creates .venv when missing and installs what it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Offline data beside the checkout (../shared/data) unless the caller points elsewhere.
+export HARNESS_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: demo test install
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned to the CPU build on this disk; a range alone would fetch a CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	$(VENV)/bin/harness grade --task gsm8k harness/samples/gsm8k_responses.jsonl --out results/demo/gsm8k_graded.jsonl
+
+test: install
+	$(PY) -m pytest -q

@@ -1,0 +1,134 @@
+"""Grade many responses on every core, each one under a hard deadline.
+
+Each worker is a process whose main thread runs the grader, so math-verify's SIGALRM timeouts work
+there. A timer cannot interrupt a C call (sympy raising 9^(9^9) to a power), so the parent also holds
+a hard deadline per job: a worker that misses it is killed and replaced, and the job is graded
+incorrect. A response that makes a grader crash is incorrect too; grading never raises for it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from typing import Callable, Sequence
+
+from harness.task import Grade, Item, Task
+
+HARD_TIMEOUT_S = 5.0
+
+
+class _Worker:
+    def __init__(self):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "harness.grading.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        self._to = Connection(os.dup(self.process.stdin.fileno()), readable=False)
+        self.conn = Connection(os.dup(self.process.stdout.fileno()), writable=False)
+        self.process.stdin.close()
+        self.process.stdout.close()
+        self.task_key: int | None = None
+        self.job: int | None = None
+        self.deadline = 0.0
+
+    def send(self, message: tuple) -> None:
+        self._to.send(message)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self._to.close()
+        self.conn.close()
+
+
+class GradingPool:
+    """`with GradingPool() as pool: grades = pool.grade(task, items, responses)`."""
+
+    def __init__(self, workers: int | None = None, hard_timeout: float = HARD_TIMEOUT_S):
+        self.size = max(1, workers or min(os.cpu_count() or 1, 8))
+        self.hard_timeout = hard_timeout
+        self._workers: list[_Worker] = []
+
+    def __enter__(self) -> "GradingPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.kill()
+        self._workers = []
+
+    def grade(
+        self,
+        task: Task,
+        items: Sequence[Item],
+        responses: Sequence[str],
+        on_done: Callable[[int], None] | None = None,
+    ) -> list[Grade]:
+        if len(items) != len(responses):
+            raise ValueError("items and responses differ in length")
+        while len(self._workers) < min(self.size, len(items)):
+            self._workers.append(_Worker())
+        results: list[Grade | None] = [None] * len(items)
+        pending = deque(range(len(items)))
+        task_key = id(task)
+
+        def dispatch(worker: _Worker) -> None:
+            index = pending.popleft()
+            if worker.task_key != task_key:
+                worker.send(("task", task))
+                worker.task_key = task_key
+            worker.send(("job", index, items[index], responses[index]))
+            worker.job, worker.deadline = index, time.monotonic() + self.hard_timeout
+
+        def finish(index: int, grade: Grade) -> None:
+            results[index] = grade
+            if on_done is not None:
+                on_done(1)
+
+        for worker in self._workers:
+            if pending:
+                dispatch(worker)
+        while any(w.job is not None for w in self._workers):
+            busy = [w for w in self._workers if w.job is not None]
+            wait_for = max(0.0, min(w.deadline for w in busy) - time.monotonic())
+            ready = wait([w.conn for w in busy], timeout=wait_for)
+            for slot, worker in enumerate(list(self._workers)):
+                if worker.job is None:
+                    continue
+                if worker.conn in ready:
+                    try:
+                        index, grade = worker.conn.recv()
+                    except (EOFError, OSError):  # the worker died (e.g. killed for memory)
+                        index, grade = worker.job, Grade(False, None, "grader process died")
+                        worker = self._replace(slot)
+                    worker.job = None
+                    finish(index, grade)
+                elif time.monotonic() >= worker.deadline:
+                    index = worker.job
+                    worker = self._replace(slot)
+                    finish(index, Grade(False, None, f"grading timed out after {self.hard_timeout:g} s"))
+                if pending and worker.job is None:
+                    dispatch(worker)
+        return results  # type: ignore[return-value]
+
+    def _replace(self, slot: int) -> _Worker:
+        self._workers[slot].kill()
+        self._workers[slot] = _Worker()
+        return self._workers[slot]
+
+
+def grade_many(
+    task: Task,
+    items: Sequence[Item],
+    responses: Sequence[str],
+    workers: int | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> list[Grade]:
+    with GradingPool(workers) as pool:
+        return pool.grade(task, items, responses, on_done=on_done)

@@ -1,0 +1,52 @@
+"""A grading worker process: `python -m harness.grading.worker`, driven by `pool.py` over its stdio.
+
+A plain subprocess, not multiprocessing: multiprocessing's spawn/forkserver re-import the caller's
+`__main__` (breaking stdin scripts and unguarded user scripts), and fork copies a parent that may
+hold torch's threads mid-lock.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from multiprocessing.connection import Connection
+
+from harness.task import Grade
+
+
+def serve(conn: Connection) -> None:
+    task = None
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message[0] == "task":
+            task = message[1]
+            continue
+        _, index, item, response = message
+        try:
+            grade = task.grade(item, response)
+        except Exception as exc:  # a grader bug on odd input must not stop a run of thousands
+            grade = Grade(False, None, f"grader error: {type(exc).__name__}: {str(exc)[:200]}")
+        conn.send((index, grade))
+
+
+def main() -> None:
+    # The channel keeps the original stdin/stdout; fd 1 then points at stderr so that a stray print
+    # from any library cannot corrupt the message stream.
+    conn_in, conn_out = os.dup(0), os.dup(1)
+    os.dup2(2, 1)
+    sys.stdin = open(os.devnull)
+    import math_verify  # noqa: F401  (paid once at start, not on the first MATH item)
+
+    serve(_Duplex(Connection(conn_in, writable=False), Connection(conn_out, readable=False)))
+
+
+class _Duplex:
+    def __init__(self, reader: Connection, writer: Connection):
+        self.recv, self.send = reader.recv, writer.send
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""Default prompt texts. SCoRe's (Kumar et al., 2024, Appendix C) unless said otherwise."""
+
+from __future__ import annotations
+
+from harness.task import Message
+
+SCORE_SYSTEM = (
+    "You are a math expert. When you respond, respond only with the Solution of the final Problem, "
+    "thinking step by step. At the end of the Solution, when you give your final answer, write it in "
+    'the form "Final Answer: The final answer is $answer$. I hope it is correct."'
+)
+
+SCORE_CORRECTION = (
+    "There might be an error in the solution above because of lack of understanding of the question. "
+    "Please correct the error, if any, and rewrite the solution. Only output the final solution! At the "
+    "end of the Solution, when you give your final answer, write it in the form "
+    '"Final Answer: The final answer is $answer$. I hope it is correct."'
+)
+
+
+def problem_chat(problem: str, system: str = SCORE_SYSTEM) -> list[Message]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": f"Problem:\n{problem}"}]

@@ -1,0 +1,67 @@
+"""What a task is: items, the turn-1 prompt, the gold answer and a grader, registered by name."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from harness.errors import HarnessError
+from harness.registry import Registry
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class Grade:
+    correct: bool
+    extracted: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Item:
+    """One problem. `answer` is the gold final answer; `meta` keeps what breakdowns and graders need."""
+
+    id: str
+    question: str
+    answer: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    splits: ClassVar[dict[str, int]] = {}  # split -> expected number of items
+    grade_fields: ClassVar[tuple[str, ...]] = ("answer",)  # fields a `harness grade` line needs
+
+    @abstractmethod
+    def load(self, split: str, data_dir: str | None = None) -> list[Item]: ...
+
+    @abstractmethod
+    def prompt(self, item: Item) -> list[Message]: ...
+
+    @abstractmethod
+    def grade(self, item: Item, response: str) -> Grade: ...
+
+    def item_from_record(self, record: dict[str, Any], where: str) -> Item:
+        """Build an item from a `harness grade` input line (gold `answer` plus task fields)."""
+        missing = [k for k in self.grade_fields if k not in record]
+        if missing:
+            raise HarnessError(f"{where}: missing field(s) {', '.join(missing)}")
+        return Item(id=where, question=str(record.get("question", "")), answer=str(record["answer"]), meta={})
+
+    def check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise HarnessError(f"task {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
+
+
+TASKS: Registry[type[Task]] = Registry("task", "harness.tasks")
+register_task = TASKS.register
+
+
+def get_task(name: str) -> Task:
+    return TASKS.get(name)()

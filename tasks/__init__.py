@@ -1,0 +1,1 @@
+"""Task plugins: one file per task, each registering itself with `harness.task.register_task`."""

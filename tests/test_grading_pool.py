@@ -1,0 +1,74 @@
+"""The multi-core grading pool: same verdicts as in-process, and a hard deadline on hostile input."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.grading import GradingPool, grade_many
+from harness.task import Item, get_task
+
+BOMBS = [
+    "\\boxed{" + "{" * 5000 + "1" + "}" * 5000 + "}",  # deeply nested braces
+    "Final Answer: The final answer is $" + "\\frac{1}{" * 300 + "2" + "}" * 300 + "$.",  # \frac bomb
+    "\\boxed{9^{9^{9^{9}}}}",  # a power sympy would compute in C, where no signal reaches
+    "\\boxed{(10^{100000})!}",
+    "word " * 20000 + "\\boxed{3}",  # a 100 kB response whose answer is wrong
+    "1+" * 50000 + "1",  # 100 kB of arithmetic with no boxed answer
+]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with GradingPool(workers=2) as p:
+        yield p
+
+
+def test_pool_matches_in_process_verdicts(pool):
+    task = get_task("math")
+    items = [Item(str(i), "", gold) for i, gold in enumerate([r"\frac12", "3", r"2\sqrt{2}", "(1,2)"] * 5)]
+    responses = [r"\boxed{0.5}", r"\boxed{4}", r"\boxed{\sqrt{8}}", r"\boxed{(2,1)}"] * 5
+    expected = [task.grade(i, r) for i, r in zip(items, responses)]
+    assert pool.grade(task, items, responses) == expected
+    assert [g.correct for g in expected[:4]] == [True, False, True, False]
+
+
+@pytest.mark.parametrize("task_name", ["math", "gsm8k", "countdown"])
+def test_hostile_inputs_are_incorrect_within_five_seconds_each(pool, task_name):
+    task = get_task(task_name)
+    item = Item("x", "", "5", {"numbers": [1, 2, 3], "target": 6})
+    for response in BOMBS:
+        start = time.monotonic()
+        (grade,) = pool.grade(task, [item], [response])
+        elapsed = time.monotonic() - start
+        assert grade.correct is False, (response[:40], grade)
+        assert elapsed < 5.5, (response[:40], elapsed)  # 5 s hard deadline plus process start
+
+
+def test_a_timed_out_worker_is_replaced_and_the_batch_completes(pool):
+    task = get_task("math")
+    items = [Item(str(i), "", "3") for i in range(6)]
+    responses = [r"\boxed{3}", BOMBS[2], r"\boxed{3}", BOMBS[3], r"\boxed{3}", r"\boxed{4}"]
+    grades = pool.grade(task, items, responses)
+    assert [g.correct for g in grades] == [True, False, True, False, True, False]
+
+
+def test_progress_callback_counts_every_item():
+    done = []
+    task = get_task("gsm8k")
+    grades = grade_many(task, [Item(str(i), "", str(i)) for i in range(10)], [f"#### {i}" for i in range(10)],
+                        workers=2, on_done=done.append)
+    assert all(g.correct for g in grades) and sum(done) == 10
+
+
+def test_hard_deadline_kills_a_worker_stuck_past_it():
+    """math-verify's own 2 s timer is longer than this pool's 1 s deadline: the parent must kill."""
+    task = get_task("math")
+    with GradingPool(workers=1, hard_timeout=1.0) as pool:
+        start = time.monotonic()
+        grades = pool.grade(task, [Item("a", "", "5"), Item("b", "", "5")], [BOMBS[2], r"\boxed{5}"])
+        elapsed = time.monotonic() - start
+    assert grades[0].correct is False and "timed out" in grades[0].reason
+    assert grades[1].correct is True  # the replacement worker carried on
+    assert elapsed < 4

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.registry import Registry
+from harness.task import TASKS, get_task
+
+
+def test_builtin_tasks_arrive_through_entry_points():
+    assert {"gsm8k", "math", "math500", "countdown"} <= set(TASKS.names())
+    assert get_task("math500").name == "math500"
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(HarnessError, match=r"unknown task 'gsm9k'; known: .*countdown, gsm8k, math, math500"):
+        get_task("gsm9k")
+
+
+def test_decorator_registers_and_conflicts_are_refused():
+    registry: Registry[object] = Registry("widget", "harness.no-such-group")
+
+    @registry.register("a")
+    class A:
+        pass
+
+    assert registry.get("a") is A
+    with pytest.raises(HarnessError, match="registered twice"):
+        registry.register("a")(type("B", (), {}))
