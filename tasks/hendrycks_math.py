@@ -82,6 +82,9 @@ class MATH(_MathTask):
         self.check_split(split)
         return self._items(split, data_dir)
 
+    def data_files(self, split: str) -> list[str]:
+        return [f"math/{split}.jsonl"]
+
 
 @register_task("math500")
 class MATH500(_MathTask):
@@ -96,3 +99,6 @@ class MATH500(_MathTask):
         held_out = {item.id for item in self._items("math500", data_dir)}
         rest = [item for item in self._items("test", data_dir) if item.id not in held_out]
         return self._items("train", data_dir) + rest
+
+    def data_files(self, split: str) -> list[str]:
+        return ["math/math500.jsonl"] + (["math/train.jsonl", "math/test.jsonl"] if split == "train" else [])

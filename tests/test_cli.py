@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from harness.cli import app
 
 runner = CliRunner()
-SAMPLE = Path(__file__).resolve().parents[1] / "harness" / "samples" / "gsm8k_responses.jsonl"
 
 LINES = {
     "gsm8k": [
@@ -102,11 +101,12 @@ def test_tasks_lists_all_four_with_sizes(data_dir):
         assert text in result.output
 
 
-def test_console_script_runs_the_stored_sample(tmp_path):
-    """The installed `harness` entry point end to end, in a fresh process, on the shipped sample."""
-    out = tmp_path / "graded.jsonl"
+def test_console_script_grades_in_a_fresh_process(tmp_path):
+    """The installed `harness` entry point end to end (worker processes included)."""
+    rows = [{"answer": str(n), "response": f"So the total is {n + (n % 4 == 3)}."} for n in range(12)]
+    src, out = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "graded.jsonl"
     exe = Path(sys.executable).with_name("harness")
-    done = subprocess.run([str(exe), "grade", "--task", "gsm8k", str(SAMPLE), "--out", str(out)],
+    done = subprocess.run([str(exe), "grade", "--task", "gsm8k", str(src), "--out", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "graded n=12: 9 correct, accuracy 75.0%" in done.stdout

@@ -1,0 +1,130 @@
+"""`harness eval`: roll out K-attempt episodes for a task's problems and score them, resumably."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.data import local_data_files
+from harness.errors import HarnessError
+from harness.manifest import build_manifest
+from harness.method import get_method
+from harness.metrics import TurnMetrics, breakdown, self_correction_metrics
+from harness.store import RunStore
+from harness.task import get_task
+
+# Settings that do not change what a problem's episode is; a rerun that differs only in these
+# resumes the same run (e.g. a larger --limit extends it).
+NOT_IDENTITY = {"limit", "batch_size", "out", "data_dir", "device", "results_dir"}
+
+
+@dataclass
+class EvalConfig:
+    task: str = "gsm8k"
+    split: str = "test"
+    method: str = "base"
+    model: str = "embedded"
+    limit: int | None = None
+    turns: int = 2
+    seed: int = 0
+    batch_size: int = 8
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    dtype: str = "auto"
+    device: str = "auto"
+    system_prompt: str | None = None
+    correction_instruction: str | None = None
+    data_dir: str | None = None
+    out: str | None = None
+    results_dir: str = "results"
+
+    def identity(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_IDENTITY}
+
+    def run_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+        model = Path(self.model).name if "/" in self.model else self.model
+        return Path(self.results_dir) / "runs" / f"{self.task}-{self.method}-{model}-t{self.turns}-{digest}"
+
+    def validate(self) -> None:
+        if self.turns < 2:
+            raise HarnessError("--turns must be at least 2 (self-correction needs a second attempt)")
+        if self.limit is not None and self.limit < 1:
+            raise HarnessError("--limit must be positive")
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise HarnessError("--batch-size and --max-new-tokens must be positive")
+        if not (self.temperature >= 0 and 0 < self.top_p <= 1):
+            raise HarnessError("--temperature must be >= 0 and --top-p in (0, 1]")
+
+
+@dataclass
+class EvalResult:
+    run_dir: Path
+    metrics: TurnMetrics
+    generated_now: int  # problems generated in this call (0 when everything came from the store)
+    tokens_per_problem: float
+
+
+def score_samples(samples: list[dict[str, Any]], turns: int) -> tuple[TurnMetrics, dict[str, Any]]:
+    correct = [s["correct"][:turns] for s in samples]
+    overall = self_correction_metrics(correct)
+    result: dict[str, Any] = {"overall": overall.to_dict(),
+                              "tokens_per_problem": sum(s["generated_tokens"] for s in samples) / len(samples)}
+    for key in ("level", "subject"):
+        groups = [s.get("meta", {}).get(key) for s in samples]
+        if any(g is not None for g in groups):
+            result[f"by_{key}"] = {k: v.to_dict() for k, v in breakdown(correct, groups).items()}
+    return overall, result
+
+
+def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> EvalResult:
+    """Run (or resume) an evaluation; `progress(done=, total=, tokens=, acc=)` is called as it goes."""
+    from harness.grading import GradingPool
+    from harness.models import load_model
+    from harness.rollout import HFGenerator, SamplingParams, run_episodes
+
+    config.validate()
+    task = get_task(config.task)
+    method = get_method(config.method, system_prompt=config.system_prompt,
+                        correction_instruction=config.correction_instruction)
+    items = task.load(config.split, config.data_dir)[: config.limit]
+    store = RunStore(config.run_dir())
+    store.write_config(asdict(config), config.identity())
+    stored = store.load_samples()
+    todo = [item for item in items if item.id not in stored]
+    done = [stored[item.id] for item in items if item.id in stored]
+    report = progress or (lambda **_: None)
+    report(done=len(done), total=len(items), tokens=0, samples=done)
+    if todo:
+        loaded = load_model(config.model, config.dtype, config.device)
+        store.write_manifest(build_manifest(
+            asdict(config), config.seed,
+            {"spec": config.model, "id": loaded.model_id, "weights_sha256": loaded.weights_sha256,
+             "dtype": loaded.dtype, "device": loaded.device},
+            local_data_files(config.data_dir, task.data_files(config.split))))
+        generator = HFGenerator(loaded.model, loaded.tokenizer, config.batch_size)
+        params = SamplingParams(config.temperature, config.top_p, config.max_new_tokens, 1, config.seed)
+        tokens = [0]
+
+        def count(n: int) -> None:
+            tokens[0] += n
+            report(done=len(done), total=len(items), tokens=tokens[0], samples=done)
+
+        with GradingPool() as pool:
+            for start in range(0, len(todo), config.batch_size):
+                chunk = todo[start : start + config.batch_size]
+                episodes = run_episodes(task, method, chunk, generator, params, config.turns, pool, count)
+                records = [e.to_record() for e in episodes]
+                store.append(records)
+                done.extend(records)
+                report(done=len(done), total=len(items), tokens=tokens[0], samples=done)
+    overall, scored = score_samples(done, config.turns)
+    store.write_metrics({"task": config.task, "split": config.split, "method": config.method, "model": config.model,
+                         "n": len(done), **scored})
+    return EvalResult(store.root, overall, len(todo), scored["tokens_per_problem"])

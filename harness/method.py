@@ -1,0 +1,59 @@
+"""What a method is: how the next attempt is asked for (and, for trained methods, their loss).
+
+The core's default is SCoRe's intrinsic self-correction: attempt k+1 is generated on the conversation
+[prompt, attempt k, correction instruction]. A method that needs intermediate generations (feedback,
+a reflection) returns them as non-attempt requests; only attempts are graded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from harness.prompts import SCORE_CORRECTION
+from harness.registry import Registry
+from harness.task import Item, Message, Task
+
+if TYPE_CHECKING:
+    from harness.rollout.episode import Episode
+
+
+@dataclass(frozen=True)
+class Request:
+    messages: list[Message]
+    kind: str = "attempt"  # "attempt" is graded; other kinds ("feedback", "reflection") are auxiliary steps
+
+
+class Method:
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "prompting"  # prompting | sft | rl
+    paper: ClassVar[str] = ""
+    trains: ClassVar[str] = "nothing"
+
+    def __init__(self, system_prompt: str | None = None, correction_instruction: str | None = None, **options: Any):
+        self.system_prompt = system_prompt
+        self.correction_instruction = correction_instruction or SCORE_CORRECTION
+        self.options = options
+
+    def first_request(self, task: Task, item: Item) -> Request:
+        messages = [dict(m) for m in task.prompt(item)]
+        if self.system_prompt is not None:
+            if messages and messages[0]["role"] == "system":
+                messages[0]["content"] = self.system_prompt
+            else:
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return Request(messages)
+
+    def next_request(self, task: Task, item: Item, episode: "Episode") -> Request | None:
+        """The request after the episode's last step, or None to stop (the last attempt then stands)."""
+        last = episode.steps[-1]
+        return Request(last.messages + [{"role": "assistant", "content": last.text},
+                                        {"role": "user", "content": self.correction_instruction}])
+
+
+METHODS: Registry[type[Method]] = Registry("method", "harness.methods")
+register_method = METHODS.register
+
+
+def get_method(name: str, **options: Any) -> Method:
+    return METHODS.get(name)(**options)

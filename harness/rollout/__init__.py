@@ -1,0 +1,7 @@
+"""The self-correction rollout: generation backends, episode records and the K-attempt driver."""
+
+from harness.rollout.driver import run_episodes
+from harness.rollout.episode import Episode, Step
+from harness.rollout.generator import Completion, Generator, HFGenerator, SamplingParams
+
+__all__ = ["Completion", "Episode", "Generator", "HFGenerator", "SamplingParams", "Step", "run_episodes"]

@@ -1,0 +1,66 @@
+"""Records of one problem's episode: every generation step, with the graded attempts among them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from harness.rollout.generator import Completion
+from harness.task import Grade, Item, Message
+
+IN_MEMORY_ONLY = ("prompt_ids", "token_ids")
+
+
+@dataclass
+class Step:
+    kind: str  # "attempt" (graded) or an auxiliary kind such as "feedback"
+    messages: list[Message]  # the conversation this step answered
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finished: bool  # stopped at EOS rather than at max_new_tokens
+    seconds: float  # this step's share of its batched generation round
+    grade: Grade | None = None
+    carried: bool = False  # an attempt copied forward because the method stopped early
+    # In memory only (not stored): the exact token streams, for training and token-level continuation.
+    prompt_ids: tuple[int, ...] = field(default=(), repr=False)
+    token_ids: tuple[int, ...] = field(default=(), repr=False)
+
+    def completion(self) -> Completion:
+        return Completion(self.text, self.prompt_tokens, self.completion_tokens, self.finished, self.token_ids,
+                          self.prompt_ids)
+
+
+@dataclass
+class Episode:
+    item: Item
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def attempts(self) -> list[Step]:
+        return [s for s in self.steps if s.kind == "attempt"]
+
+    @property
+    def correct(self) -> list[bool]:
+        return [bool(s.grade and s.grade.correct) for s in self.attempts]
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.item.id,
+            "question": self.item.question,
+            "answer": self.item.answer,
+            "meta": self.item.meta,
+            "correct": self.correct,
+            "generated_tokens": sum(s.completion_tokens for s in self.steps),
+            "steps": [{k: v for k, v in asdict(s).items() if k not in IN_MEMORY_ONLY} for s in self.steps],
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Episode":
+        item = Item(record["id"], record["question"], record["answer"], record.get("meta", {}))
+        steps = []
+        for s in record["steps"]:
+            s = dict(s)
+            s["grade"] = Grade(**s["grade"]) if s.get("grade") else None
+            steps.append(Step(**s))
+        return cls(item, steps)

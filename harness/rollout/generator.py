@@ -1,0 +1,139 @@
+"""Generation backends. A backend turns chats into completions; the transformers one batches them.
+
+The `Generator` protocol is the seam for other backends (vLLM on GPUs): anything with
+`generate(chats, params) -> list[list[Completion]]` plugs into the rollout driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+from harness.task import Message
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    n: int = 1  # samples per prompt
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finished: bool  # stopped at EOS (False: cut at max_new_tokens)
+    token_ids: tuple[int, ...] = ()  # the sampled tokens, EOS excluded
+    prompt_ids: tuple[int, ...] = ()
+
+
+class Generator(Protocol):
+    def generate(
+        self,
+        chats: Sequence[list[Message]],
+        params: SamplingParams,
+        on_tokens: Callable[[int], None] | None = None,
+        prompt_ids: Sequence[list[int] | None] | None = None,
+    ) -> list[list[Completion]]: ...
+
+    def continuation(self, messages: list[Message], completion: Completion, next_messages: list[Message]) -> list[int] | None: ...
+
+
+class HFGenerator:
+    """Batched `model.generate` with left padding, prompts sorted by length so batches pad little."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 8):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+
+    def encode(self, chat: list[Message]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False)
+        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+
+    def render(self, chat: list[Message]) -> str:
+        return self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+
+    def continuation(self, messages: list[Message], completion: Completion, next_messages: list[Message]) -> list[int] | None:
+        """Token ids for `next_messages` when it extends `messages` with the completion as the assistant turn.
+
+        The ids are the earlier prompt, the tokens actually sampled, then the template's text after
+        them: so attempt 2 is conditioned on exactly what attempt 1 produced (re-tokenizing its text
+        can give other tokens), and training sees the same sequence. None when the template does not
+        simply append (the caller then encodes the messages from scratch).
+        """
+        n = len(messages)
+        if next_messages[:n] != messages or len(next_messages) <= n or \
+                next_messages[n] != {"role": "assistant", "content": completion.text}:
+            return None
+        head = self.render(messages) + completion.text
+        full = self.render(next_messages)
+        if not full.startswith(head):
+            return None
+        tail = self.tokenizer(full[len(head):], add_special_tokens=False)["input_ids"]
+        return [*completion.prompt_ids, *completion.token_ids, *tail]
+
+    def generate(
+        self,
+        chats: Sequence[list[Message]],
+        params: SamplingParams,
+        on_tokens: Callable[[int], None] | None = None,
+        prompt_ids: Sequence[list[int] | None] | None = None,
+    ) -> list[list[Completion]]:
+        import torch
+
+        given = prompt_ids or [None] * len(chats)
+        encoded = [list(ids) if ids is not None else self.encode(chat) for chat, ids in zip(chats, given)]
+        order = sorted(range(len(chats)), key=lambda i: len(encoded[i]), reverse=True)
+        results: list[list[Completion] | None] = [None] * len(chats)
+        eos_ids = self._eos_ids()
+        pad_id = self.tokenizer.pad_token_id
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            width = max(len(encoded[i]) for i in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                attention[row, width - len(encoded[i]) :] = 1
+            # One seed per batch position: reruns with the same inputs and batch size sample the same text.
+            torch.manual_seed(params.seed * 1_000_003 + start)
+            sampling = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0) \
+                if params.temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=input_ids.to(self.model.device),
+                    attention_mask=attention.to(self.model.device),
+                    max_new_tokens=params.max_new_tokens,
+                    num_return_sequences=params.n,
+                    eos_token_id=eos_ids,
+                    pad_token_id=pad_id,
+                    **sampling,
+                )
+            new_tokens = out[:, width:].tolist()
+            for row, i in enumerate(batch):
+                completions = []
+                for k in range(params.n):
+                    completions.append(self._completion(new_tokens[row * params.n + k], encoded[i], eos_ids))
+                results[i] = completions
+                if on_tokens is not None:
+                    on_tokens(sum(c.completion_tokens for c in completions))
+        return results  # type: ignore[return-value]
+
+    def _eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
+    def _completion(self, tokens: list[int], prompt: list[int], eos_ids: list[int]) -> Completion:
+        end = next((j for j, t in enumerate(tokens) if t in eos_ids), None)
+        kept = tokens[:end] if end is not None else tokens
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        return Completion(text, len(prompt), len(kept) + (1 if end is not None else 0), end is not None, tuple(kept),
+                          tuple(prompt))
