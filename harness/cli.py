@@ -138,6 +138,7 @@ def eval_command(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
     data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder [env HARNESS_DATA_DIR]."),
     out: Optional[Path] = typer.Option(None, help="Run folder [default: results/runs/<task>-<method>-<model>-...]."),
+    checkpoint: Optional[Path] = typer.Option(None, help="A training run folder: evaluate its trained policy."),
 ) -> None:
     """Roll out K-attempt self-correction episodes and print Acc@t1, Acc@t2, Δ, Δi→c, Δc→i.
 
@@ -150,7 +151,14 @@ def eval_command(
     config = EvalConfig(task=task, split=split, method=method, model=model, limit=limit, turns=turns, seed=seed,
                         batch_size=batch_size, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                         dtype=dtype, device=device, data_dir=str(data_dir) if data_dir else None,
-                        out=str(out) if out else None)
+                        out=str(out) if out else None, checkpoint=str(checkpoint) if checkpoint else None)
+    if checkpoint is not None and (checkpoint / "config.yaml").is_file():
+        import yaml
+
+        trained = yaml.safe_load((checkpoint / "config.yaml").read_text()) or {}
+        config.model = trained.get("model", model)  # the trained policy's base model comes from the run
+        if method == "base":  # label (and prompt) the run as the method that trained it
+            config.method = method = trained.get("method", method)
     with progress_bar() as bar:
         job = bar.add_task(f"{task} · {method} · {model}", total=None, status="loading")
         started = time.perf_counter()
@@ -166,6 +174,49 @@ def eval_command(
     note = "all from the store" if result.generated_now == 0 else f"{result.generated_now} generated now"
     console.print(f"{result.metrics.n} problems ({note}), {result.tokens_per_problem:.0f} generated tokens per problem")
     console.print(f"run written to {result.run_dir}")
+
+
+@app.command("train")
+@user_errors
+def train_command(
+    method: str = typer.Option(..., help="A trained method: score, a2c2stage (see `harness methods`)."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task to train on [default: gsm8k]."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Alias, hub id, folder or .gguf [default: embedded]."),
+    preset: Optional[str] = typer.Option(None, help="cpu-tiny (tests), cpu-demo (embedded, a few steps), gpu-paper."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig fields."),
+    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps."),
+    seed: Optional[int] = typer.Option(None, help="Seed for data order, sampling and LoRA init."),
+    set_: list[str] = typer.Option([], "--set", help="Override any field: --set lr=1e-5 --set method_options.alpha=5."),
+    data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder [env HARNESS_DATA_DIR]."),
+    out: Optional[Path] = typer.Option(None, help="Run folder [default: results/runs/train-<method>-<task>-...]."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last checkpoint."),
+) -> None:
+    """Train a self-correction method; writes config, manifest, log.jsonl, TensorBoard logs, checkpoints.
+
+    Settings layer as: defaults < --preset < --config YAML < options < --set. --resume RUN_DIR continues
+    a run exactly where its last checkpoint left it (same weights as an uninterrupted run on CPU).
+    """
+    from harness.training.config import load_train_config
+    from harness.training.loop import train
+
+    explicit = {"method": method, "task": task, "model": model, "max_steps": max_steps, "seed": seed,
+                "data_dir": str(data_dir) if data_dir else None, "out": str(resume or out) if (resume or out) else None}
+    if resume is not None:
+        if not (resume / "config.yaml").is_file():
+            raise HarnessError(f"{resume}: not a training run (no config.yaml)")
+        config_file = config_file or resume / "config.yaml"
+    config = load_train_config(preset, str(config_file) if config_file else None, set_, explicit)
+    with progress_bar() as bar:
+        job = bar.add_task(f"train {config.method} · {config.task} · {config.model}", total=config.max_steps,
+                           status="loading")
+
+        def show(step: int, total: int, logs: dict) -> None:
+            kl = logs.get("kl1", 0.0) + logs.get("kl2", 0.0)
+            bar.update(job, completed=step, status=f"r1 {logs['r1']:.2f}  r2 {logs['r2']:.2f}  Δ {logs['delta']:+.2f}"
+                                                    f"  KL {kl:.3f}  {logs['step_s']:.1f}s/step")
+
+        run_dir = train(config, resume=resume is not None, progress=show)
+    console.print(f"run written to {run_dir} (checkpoints under {run_dir / 'checkpoints'}, log in {run_dir / 'log.jsonl'})")
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ class EvalConfig:
     data_dir: str | None = None
     out: str | None = None
     results_dir: str = "results"
+    checkpoint: str | None = None  # a training run folder: evaluate its trained policy
 
     def identity(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_IDENTITY}
@@ -49,7 +50,7 @@ class EvalConfig:
         if self.out:
             return Path(self.out)
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
-        model = Path(self.model).name if "/" in self.model else self.model
+        model = Path(self.checkpoint).name if self.checkpoint else Path(self.model).name if "/" in self.model else self.model
         return Path(self.results_dir) / "runs" / f"{self.task}-{self.method}-{model}-t{self.turns}-{digest}"
 
     def validate(self) -> None:
@@ -90,6 +91,10 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
     from harness.rollout import HFGenerator, SamplingParams, run_episodes
 
     config.validate()
+    if config.checkpoint:
+        from harness.training.checkpoint import require_checkpoint
+
+        require_checkpoint(Path(config.checkpoint))  # fail before any work
     task = get_task(config.task)
     method = get_method(config.method, system_prompt=config.system_prompt,
                         correction_instruction=config.correction_instruction)
@@ -102,7 +107,12 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
     report = progress or (lambda **_: None)
     report(done=len(done), total=len(items), tokens=0, samples=done)
     if todo:
-        loaded = load_model(config.model, config.dtype, config.device)
+        if config.checkpoint:
+            from harness.training.checkpoint import load_trained_policy
+
+            loaded = load_trained_policy(Path(config.checkpoint), config.dtype, config.device)
+        else:
+            loaded = load_model(config.model, config.dtype, config.device)
         store.write_manifest(build_manifest(
             asdict(config), config.seed,
             {"spec": config.model, "id": loaded.model_id, "weights_sha256": loaded.weights_sha256,

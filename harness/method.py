@@ -8,7 +8,7 @@ a reflection) returns them as non-attempt requests; only attempts are graded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from harness.prompts import SCORE_CORRECTION
 from harness.registry import Registry
@@ -16,6 +16,9 @@ from harness.task import Item, Message, Task
 
 if TYPE_CHECKING:
     from harness.rollout.episode import Episode
+    from harness.training.objective import LossOutput, RLBatch, TrainContext
+
+O = TypeVar("O")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class Method:
     kind: ClassVar[str] = "prompting"  # prompting | sft | rl
     paper: ClassVar[str] = ""
     trains: ClassVar[str] = "nothing"
+    needs_entropy: ClassVar[bool] = False  # ask the trainer for per-token policy entropies
 
     def __init__(self, system_prompt: str | None = None, correction_instruction: str | None = None, **options: Any):
         self.system_prompt = system_prompt
@@ -49,6 +53,28 @@ class Method:
         last = episode.steps[-1]
         return Request(last.messages + [{"role": "assistant", "content": last.text},
                                         {"role": "user", "content": self.correction_instruction}])
+
+    # ---- training hooks (trained methods override; prompting methods never reach them) ----------
+    def parse_options(self, cls: type[O]) -> O:
+        """The method's typed options from the `method_options` mapping (strings coerced)."""
+        from harness.config import build
+
+        return build(cls, self.options, f"{self.name} option")
+
+    def setup(self, ctx: "TrainContext") -> None:
+        """Build extra modules (a critic) once the policy exists."""
+
+    def loss(self, batch: "RLBatch", ctx: "TrainContext") -> "LossOutput":
+        raise NotImplementedError(f"method {self.name!r} does not train")
+
+    def after_step(self, ctx: "TrainContext") -> None:
+        """Runs after each policy optimizer step (a critic's own optimizer steps here)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 METHODS: Registry[type[Method]] = Registry("method", "harness.methods")

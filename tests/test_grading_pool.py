@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from harness.errors import HarnessError
 from harness.grading import GradingPool, grade_many
 from harness.task import Item, get_task
 
@@ -72,3 +73,18 @@ def test_hard_deadline_kills_a_worker_stuck_past_it():
     assert grades[0].correct is False and "timed out" in grades[0].reason
     assert grades[1].correct is True  # the replacement worker carried on
     assert elapsed < 4
+
+
+def test_a_task_the_worker_cannot_import_is_an_error_not_silent_zeros(tmp_path, monkeypatch):
+    """Grading everything incorrect because a worker failed to load the task would look like a result."""
+    import importlib
+    import shutil
+
+    (tmp_path / "vanishing_task.py").write_text(
+        "from tasks.gsm8k import GSM8K\n\nclass Vanishing(GSM8K):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("vanishing_task")
+    (tmp_path / "vanishing_task.py").unlink()  # gone before any worker starts
+    shutil.rmtree(tmp_path / "__pycache__", ignore_errors=True)
+    with pytest.raises(HarnessError, match="cannot use task 'gsm8k'"):
+        grade_many(module.Vanishing(), [Item("x", "", "1")], ["1"], workers=1)

@@ -16,6 +16,7 @@ from collections import deque
 from multiprocessing.connection import Connection, wait
 from typing import Callable, Sequence
 
+from harness.errors import HarnessError
 from harness.task import Grade, Item, Task
 
 HARD_TIMEOUT_S = 5.0
@@ -23,8 +24,11 @@ HARD_TIMEOUT_S = 5.0
 
 class _Worker:
     def __init__(self):
+        # The worker sees the parent's import path, so tasks defined outside installed packages
+        # (a script's folder, a test directory) unpickle there too.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "harness.grading.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", "harness.grading.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
         )
         self._to = Connection(os.dup(self.process.stdin.fileno()), readable=False)
         self.conn = Connection(os.dup(self.process.stdout.fileno()), writable=False)
@@ -107,6 +111,8 @@ class GradingPool:
                     except (EOFError, OSError):  # the worker died (e.g. killed for memory)
                         index, grade = worker.job, Grade(False, None, "grader process died")
                         worker = self._replace(slot)
+                    if index == "fatal":  # the worker could not even load the task: nothing can be graded
+                        raise HarnessError(f"grading worker cannot use task {task.name!r}: {grade}")
                     worker.job = None
                     finish(index, grade)
                 elif time.monotonic() >= worker.deadline:

@@ -21,6 +21,9 @@ def serve(conn: Connection) -> None:
             message = conn.recv()
         except EOFError:
             return
+        except Exception as exc:  # e.g. the task's class cannot be imported here: tell the parent
+            conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
+            continue
         if message[0] == "task":
             task = message[1]
             continue

@@ -26,12 +26,15 @@ def run_episodes(
 ) -> list[Episode]:
     episodes = [Episode(item) for item in items]
     pending: dict[int, Request] = {i: method.first_request(task, item) for i, item in enumerate(items)}
+    round_index = 0
     while pending:
         order = list(pending)
         prompt_ids = [_continuation(generator, episodes[i], pending[i]) for i in order]
         start = time.perf_counter()
-        completions = generator.generate([pending[i].messages for i in order], replace(params, n=1), on_tokens,
-                                         prompt_ids)
+        # Each round draws fresh randomness: attempt 2 must not reuse attempt 1's random numbers.
+        round_params = replace(params, n=1, seed=params.seed + 7919 * round_index)
+        completions = generator.generate([pending[i].messages for i in order], round_params, on_tokens, prompt_ids)
+        round_index += 1
         share = (time.perf_counter() - start) / len(order)
         graded: list[int] = []
         for i, (completion,) in zip(order, completions):

@@ -1,0 +1,254 @@
+"""The on-policy training loop shared by every RL method: roll out 2-attempt episodes with the core,
+grade them, compute per-token log-probs of both attempts in one forward pass (policy and reference),
+apply the method's loss, step, log, checkpoint. Runs unchanged under `accelerate launch` (DDP)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from harness.errors import HarnessError
+from harness.method import Method, get_method
+from harness.rollout import HFGenerator, SamplingParams, run_episodes
+from harness.rollout.episode import Episode
+from harness.task import Item, Task, get_task
+from harness.training import checkpoint as ckpt
+from harness.training.config import TrainConfig
+from harness.training.objective import RLBatch, TrainContext
+from harness.training.policy import attach_lora, reference_mode
+from harness.training.rewards import GraderReward
+from harness.training.sequences import TokenLogprobs, build_sequences
+
+
+@dataclass
+class Cursor:
+    """Where the data stream is: problems are drawn without replacement from a seeded shuffle per epoch."""
+
+    epoch: int = 0
+    position: int = 0
+
+    def take(self, n: int, size: int, seed: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < n:
+            order = list(range(size))
+            random.Random(f"{seed}:{self.epoch}").shuffle(order)
+            chunk = order[self.position : self.position + n - len(out)]
+            out.extend(chunk)
+            self.position += len(chunk)
+            if self.position >= size:
+                self.epoch, self.position = self.epoch + 1, 0
+        return out
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, run_dir: Path, items: list[Item] | None = None):
+        from accelerate import Accelerator
+
+        from harness.models import load_model, pick_device
+
+        self.config = config
+        self.run_dir = run_dir
+        device = pick_device(config.device)
+        bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if bf16 else "no",
+                                       log_with=config.report_to or None, project_dir=str(run_dir))
+        self.task: Task = get_task(config.task)
+        self.method: Method = get_method(config.method, **config.method_options)
+        if self.method.kind not in ("rl", "sft"):
+            raise HarnessError(f"method {config.method!r} is {self.method.kind}: it has nothing to train")
+        self.items = items if items is not None else self.task.load(config.split, config.data_dir)
+        loaded = load_model(config.model, "float32" if config.dtype == "auto" else config.dtype,
+                            str(self.accelerator.device))
+        self.loaded = loaded
+        self.tokenizer = loaded.tokenizer
+        # The reference policy: the base model. With LoRA it is the same weights with adapters off; full
+        # fine-tuning needs a frozen copy (memory: one more model).
+        self.reference = None if config.lora.enabled else copy.deepcopy(loaded.model).eval().requires_grad_(False)
+        self.policy = attach_lora(loaded.model, config.lora, config.seed)
+        self.context = TrainContext(self.accelerator, self.policy, self.tokenizer, config, self.accelerator.device)
+        self.method.setup(self.context)
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        warmup = max(config.warmup_steps, 0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+        self.logprobs_model, self.optimizer, self.scheduler = self.accelerator.prepare(
+            TokenLogprobs(self.policy), optimizer, scheduler)
+        self.reference_logprobs = TokenLogprobs(self.reference) if self.reference is not None else \
+            self.accelerator.unwrap_model(self.logprobs_model)
+        self.generator = HFGenerator(self.policy, self.tokenizer, config.batch_size)
+        self.rewards = GraderReward()
+        self.step = 0
+        self.cursor = Cursor()
+        self.eos_ids = self.generator._eos_ids()
+
+    # ---- data and rollout -------------------------------------------------------------------
+    def next_problems(self) -> list[Item]:
+        """This process's share of the step's problems (the global list is the same everywhere)."""
+        indices = self.cursor.take(self.config.problems_per_step, len(self.items), self.config.seed)
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        if len(indices) % world:
+            raise HarnessError(f"problems_per_step ({len(indices)}) must divide over {world} processes")
+        share = len(indices) // world
+        return [self.items[i] for i in indices[rank * share : (rank + 1) * share]]
+
+    def rollout(self, problems: list[Item], pool) -> list[Episode]:
+        repeated = [item for item in problems for _ in range(self.config.samples_per_problem)]
+        params = SamplingParams(self.config.temperature, self.config.top_p, self.config.max_new_tokens, 1,
+                                seed=self.config.seed * 1_000_003 + self.step * 101 + self.accelerator.process_index)
+        self.policy.eval()
+        try:
+            return run_episodes(self.task, self.method, repeated, self.generator, params, 2, pool)
+        finally:
+            self.policy.train()
+
+    # ---- one update -------------------------------------------------------------------------
+    def update(self, episodes: list[Episode]) -> dict[str, float]:
+        """Method loss over the episodes (in grad_accum micro-batches by problem), then one step."""
+        config = self.config
+        sequences = build_sequences(episodes, self.tokenizer.pad_token_id, self.eos_ids)
+        rewards = self.rewards(episodes)
+        problem_ids = {e.item.id: i for i, e in reversed(list(enumerate(episodes)))}
+        groups = torch.tensor([problem_ids[e.item.id] for e in episodes])
+        micro = _split_by_group(groups.tolist(), config.grad_accum)
+        logs: dict[str, float] = {}
+        device = self.accelerator.device
+        for rows in micro:
+            part = sequences.select(rows).to(device)
+            logp, entropy = self._logprobs(self.logprobs_model, part, self.method.needs_entropy)
+            with torch.no_grad(), reference_mode(self.policy):
+                ref, _ = self._logprobs(self.reference_logprobs, part, False)
+            index = torch.tensor(rows)
+            batch = RLBatch(self.step, [episodes[r] for r in rows], part, rewards[:, index].to(device),
+                            groups[index].to(device), logp, ref, entropy, float(config.max_new_tokens), 1 / len(micro))
+            out = self.method.loss(batch, self.context)
+            self.accelerator.backward(out.loss / len(micro))
+            for key, value in out.logs.items():
+                logs[key] = logs.get(key, 0.0) + value / len(micro)
+        if config.max_grad_norm > 0:
+            logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(
+                [p for p in self.policy.parameters() if p.requires_grad], config.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.method.after_step(self.context)
+        self.step += 1
+        return logs
+
+    def _logprobs(self, module, part, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[K, E, T] log-probs for every attempt from ONE forward over the whole sequence."""
+        union = part.action_masks.sum(0).clamp(max=1)
+        logp, entropy = module(part.input_ids, part.attention_mask, union, with_entropy)
+        k = part.action_masks.shape[0]
+        stack = lambda t: torch.stack([t * part.action_masks[a] for a in range(k)])  # noqa: E731
+        return stack(logp), (stack(entropy) if entropy is not None else None)
+
+    # ---- state --------------------------------------------------------------------------------
+    def save(self) -> Path:
+        parts = {"weights": ckpt.trainable_state(self.policy), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_state(), "method": self.method.state_dict()}
+        return ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, parts,
+                                    {"cursor": asdict(self.cursor), "config": asdict(self.config)})
+
+    def load(self, folder: Path) -> None:
+        weights = ckpt.load_state(folder, "weights")
+        named = dict(self.policy.named_parameters())
+        with torch.no_grad():
+            for name, value in weights.items():
+                named[name].copy_(value)
+        self.optimizer.load_state_dict(ckpt.load_state(folder, "optimizer"))
+        self.scheduler.load_state_dict(ckpt.load_state(folder, "scheduler"))
+        self.method.load_state_dict(ckpt.load_state(folder, "method"))
+        ckpt.set_rng_state(ckpt.load_state(folder, "rng"))
+        state = json.loads((folder / "trainer_state.json").read_text())
+        self.step, self.cursor = state["step"], Cursor(**state["cursor"])
+
+
+def _split_by_group(groups: list[int], parts: int) -> list[list[int]]:
+    """Rows split into `parts` micro-batches without separating a problem's samples."""
+    order = list(dict.fromkeys(groups))
+    per = max(1, len(order) // parts)
+    chunks = [order[i : i + per] for i in range(0, len(order), per)]
+    return [[r for r, g in enumerate(groups) if g in set(chunk)] for chunk in chunks]
+
+
+def step_metrics(episodes: list[Episode]) -> dict[str, float]:
+    r = torch.tensor([e.correct for e in episodes], dtype=torch.float32)
+    r1, r2 = r[:, 0], r[:, 1]
+    return {"r1": float(r1.mean()), "r2": float(r2.mean()), "delta": float((r2 - r1).mean()),
+            "i_to_c": float(((r1 == 0) & (r2 == 1)).float().mean()), "c_to_i": float(((r1 == 1) & (r2 == 0)).float().mean()),
+            "tokens": float(sum(s.completion_tokens for e in episodes for s in e.steps))}
+
+
+def train(config: TrainConfig, resume: bool = False,
+          progress: Callable[[int, int, dict[str, float]], None] | None = None, items: list[Item] | None = None) -> Path:
+    """Train (or continue) a run; returns its folder. `progress(step, max_steps, logs)` after each step."""
+    from harness.data import local_data_files
+    from harness.grading import GradingPool
+    from harness.manifest import build_manifest
+    from harness.store import RunStore
+
+    run_dir = config.run_dir()
+    found = ckpt.latest_checkpoint(run_dir)
+    if found is not None and not resume:
+        raise HarnessError(f"{run_dir} already holds a training run; pass --resume {run_dir} to continue it")
+    trainer = Trainer(config, run_dir, items)
+    accel = trainer.accelerator
+    if found is not None:
+        trainer.load(found)
+    if accel.is_main_process:
+        # max_steps is not part of a run's identity: resuming with a larger one continues training.
+        RunStore(run_dir).write_config(asdict(config), {k: v for k, v in asdict(config).items() if k != "max_steps"})
+        RunStore(run_dir).write_manifest(build_manifest(
+            asdict(config), config.seed,
+            {"spec": config.model, "id": trainer.loaded.model_id, "weights_sha256": trainer.loaded.weights_sha256},
+            local_data_files(config.data_dir, trainer.task.data_files(config.split))))
+        _truncate_log(run_dir / "log.jsonl", trainer.step)
+    if config.report_to:
+        accel.init_trackers("train", config={k: str(v) for k, v in asdict(config).items()})
+    with GradingPool() as pool:
+        while trainer.step < config.max_steps:
+            start = time.perf_counter()
+            episodes = trainer.rollout(trainer.next_problems(), pool)
+            rollout_s = time.perf_counter() - start
+            logs = trainer.update(episodes)
+            stats = _gather_mean(accel, step_metrics(episodes))
+            record = {"step": trainer.step, **stats, **logs, "rollout_s": rollout_s,
+                      "step_s": time.perf_counter() - start, "lr": trainer.scheduler.get_last_lr()[0]}
+            if accel.is_main_process:
+                with (run_dir / "log.jsonl").open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            if config.report_to:
+                accel.log(record, step=trainer.step)
+            if trainer.step % config.checkpoint_every == 0 or trainer.step == config.max_steps:
+                if accel.is_main_process:
+                    trainer.save()
+                accel.wait_for_everyone()
+            if progress is not None:
+                progress(trainer.step, config.max_steps, record)
+    if config.report_to:
+        accel.end_training()
+    return run_dir
+
+
+def _gather_mean(accel, stats: dict[str, float]) -> dict[str, float]:
+    if accel.num_processes == 1:
+        return stats
+    values = torch.tensor(list(stats.values()), device=accel.device)
+    return dict(zip(stats, accel.reduce(values, "mean").tolist()))
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint a resumed run restarts from (they are redone)."""
+    if not path.is_file():
+        return
+    from harness.store import atomic_write_text
+
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))

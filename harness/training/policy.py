@@ -1,0 +1,46 @@
+"""The trainable policy: LoRA adapters on the loaded model (or full fine-tuning). The reference
+policy is the same model with its adapters disabled, so no second copy of the weights is held."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from typing import Iterator
+
+import torch
+
+from harness.training.config import LoraSettings
+
+
+def attach_lora(model: torch.nn.Module, settings: LoraSettings, seed: int) -> torch.nn.Module:
+    if not settings.enabled:
+        model.train()
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)  # LoRA's A matrices are random: same seed, same start
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [t for t in settings.targets if t in present]
+    if not targets:
+        raise ValueError(f"none of the LoRA targets {settings.targets} exist in this model")
+    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=targets, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    peft_model.train()
+    return peft_model
+
+
+def reference_mode(policy: torch.nn.Module):
+    """Context in which the policy computes the reference model: adapters off. (Full fine-tuning keeps
+    a frozen copy instead, see the trainer; there this context changes nothing.)"""
+    return policy.disable_adapter() if hasattr(policy, "disable_adapter") else nullcontext()
+
+
+@contextmanager
+def adapter(policy: torch.nn.Module, name: str) -> Iterator[None]:
+    """Run with another named LoRA adapter active (e.g. the critic's), then switch back."""
+    previous = policy.active_adapter
+    policy.base_model.set_adapter(name)
+    try:
+        yield
+    finally:
+        policy.base_model.set_adapter(previous)

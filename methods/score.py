@@ -1,0 +1,68 @@
+"""`score`: SCoRe, two-stage multi-turn REINFORCE with a reward bonus (Kumar et al., 2024).
+
+Stage I (steps < stage1_steps): maximize r(y2), a strong KL (beta2) keeping attempt 1 at the base
+model and the weak KL (beta1) on attempt 2. Stage II: maximize r(y1) + r̂(y2), with
+r̂(y2) = r(y2) + alpha * (r(y2) - r(y1)), and KL beta1 on both attempts.
+REINFORCE with gamma = 0 (each attempt is credited with its own reward only) and a leave-one-out
+baseline over the samples of the same problem (batch mean when a problem has one sample).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.method import Method, register_method
+from harness.training.losses import (batch_mean_baseline, kl_penalty, leave_one_out_baseline, reinforce,
+                                     shaped_second_reward)
+from harness.training.objective import LossOutput, RLBatch, TrainContext
+
+
+@dataclass
+class ScoreOptions:
+    alpha: float = 10.0  # reward-bonus weight (Table 5)
+    beta1: float = 0.01  # weak KL
+    beta2: float = 0.1  # strong KL on attempt 1 in stage I
+    stage1_steps: int = 0  # 0: a third of max_steps
+    baseline: str = "loo"  # loo | batch_mean
+
+
+def advantages(rewards: torch.Tensor, groups: torch.Tensor, baseline: str) -> torch.Tensor:
+    if baseline == "loo":
+        return rewards - leave_one_out_baseline(rewards, groups)
+    return rewards - batch_mean_baseline(rewards)
+
+
+def score_loss(batch: RLBatch, opts: ScoreOptions, stage: int) -> LossOutput:
+    (m1, m2), (lp1, lp2), (ref1, ref2) = batch.masks, batch.logp, batch.ref_logp
+    r1, r2 = batch.rewards
+    kl1 = kl_penalty(lp1, ref1, m1, batch.norm)
+    kl2 = kl_penalty(lp2, ref2, m2, batch.norm)
+    if stage == 1:
+        pg = reinforce(lp2, m2, advantages(r2, batch.groups, opts.baseline), batch.norm)
+        loss = pg + opts.beta2 * kl1 + opts.beta1 * kl2
+    else:
+        shaped = shaped_second_reward(r1, r2, opts.alpha)
+        pg = reinforce(lp1, m1, advantages(r1, batch.groups, opts.baseline), batch.norm) + \
+            reinforce(lp2, m2, advantages(shaped, batch.groups, opts.baseline), batch.norm)
+        loss = pg + opts.beta1 * (kl1 + kl2)
+    return LossOutput(loss, {"loss": loss.item(), "pg_loss": pg.item(), "kl1": kl1.item(), "kl2": kl2.item(),
+                             "stage": float(stage)})
+
+
+@register_method("score")
+class Score(Method):
+    name = "score"
+    kind = "rl"
+    paper = "Kumar et al., 2024, Training Language Models to Self-Correct via Reinforcement Learning"
+    trains = "policy (LoRA): REINFORCE, stage I then stage II with reward bonus"
+
+    def setup(self, ctx: TrainContext) -> None:
+        self.opts = self.parse_options(ScoreOptions)
+        if self.opts.baseline not in ("loo", "batch_mean"):
+            raise ValueError("score option baseline must be loo or batch_mean")
+        self.stage1_steps = self.opts.stage1_steps or max(1, ctx.config.max_steps // 3)
+
+    def loss(self, batch: RLBatch, ctx: TrainContext) -> LossOutput:
+        return score_loss(batch, self.opts, 1 if batch.step < self.stage1_steps else 2)

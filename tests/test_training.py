@@ -1,0 +1,137 @@
+"""The training backend on tiny models: log-probs, sequences, learning, exact resume, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import toy_task  # noqa: F401  (registers the toy-digit task)
+from harness.cli import app
+from harness.grading import GradingPool
+from harness.method import get_method
+from harness.models import load_model
+from harness.rollout import HFGenerator, SamplingParams, run_episodes
+from harness.task import get_task
+from harness.training.checkpoint import latest_checkpoint, load_state
+from harness.training.config import load_train_config
+from harness.training.loop import train
+from harness.training.sequences import TokenLogprobs, build_sequences
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny-random")
+
+
+@pytest.fixture(scope="module")
+def episodes(tiny):
+    task = get_task("toy-digit")
+    generator = HFGenerator(tiny.model, tiny.tokenizer, 8)
+    with GradingPool(workers=1) as pool:
+        return run_episodes(task, get_method("base"), task.load("train")[:4], generator,
+                            SamplingParams(temperature=1.0, max_new_tokens=6, seed=3), 2, pool)
+
+
+def test_sequences_hold_both_attempts_with_exact_masks(tiny, episodes):
+    eos = tiny.tokenizer.eos_token_id
+    seq = build_sequences(episodes, tiny.tokenizer.pad_token_id, [eos])
+    for e, episode in enumerate(episodes):
+        a1, a2 = episode.attempts
+        ids = seq.input_ids[e][seq.attention_mask[e] > 0].tolist()
+        assert ids == [*a2.prompt_ids, *a2.token_ids] + ([eos] if a2.finished else [])
+        y1 = seq.action_masks[0, e].nonzero().flatten().tolist()
+        y2 = seq.action_masks[1, e].nonzero().flatten().tolist()
+        start1 = len(a1.prompt_ids)
+        assert y1 == list(range(start1, start1 + len(a1.token_ids) + a1.finished))
+        assert y2 == list(range(len(a2.prompt_ids), len(ids)))
+        assert [ids[i] for i in y1[: len(a1.token_ids)]] == list(a1.token_ids)
+        assert seq.state_ends[0, e] == start1 - 1 and seq.state_ends[1, e] == len(a2.prompt_ids) - 1
+
+
+def test_selected_logprobs_and_entropy_equal_the_full_softmax(tiny, episodes):
+    seq = build_sequences(episodes, tiny.tokenizer.pad_token_id, [tiny.tokenizer.eos_token_id])
+    union = seq.action_masks.sum(0).clamp(max=1)
+    with torch.no_grad():
+        logp, entropy = TokenLogprobs(tiny.model)(seq.input_ids, seq.attention_mask, union, with_entropy=True)
+        full = torch.log_softmax(tiny.model(input_ids=seq.input_ids, attention_mask=seq.attention_mask).logits.float(), -1)
+    expected = torch.zeros_like(logp)
+    expected[:, 1:] = full[:, :-1].gather(-1, seq.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1) * union[:, 1:]
+    assert torch.allclose(logp, expected, atol=1e-5)
+    ent = torch.zeros_like(entropy)
+    ent[:, 1:] = torch.distributions.Categorical(logits=full[:, :-1]).entropy() * union[:, 1:]
+    assert torch.allclose(entropy, ent, atol=1e-4)
+
+
+def _config(method: str, out, **sets) -> object:
+    pairs = [f"{k}={v}" for k, v in {"task": "toy-digit", "max_new_tokens": 4, "problems_per_step": 4,
+                                      "samples_per_problem": 2, **sets}.items()]
+    return load_train_config("cpu-tiny", None, pairs, {"method": method, "out": str(out)})
+
+
+@pytest.mark.parametrize("method", ["score", "a2c2stage"])
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, method):
+    straight = train(_config(method, tmp_path / "straight", max_steps=4))
+    interrupted = tmp_path / "interrupted"
+    train(_config(method, interrupted, max_steps=2))
+    train(_config(method, interrupted, max_steps=4), resume=True)
+    a, b = latest_checkpoint(straight), latest_checkpoint(interrupted)
+    assert a.name == b.name == "step-000004"
+    for part in ("weights", "method"):
+        left, right = load_file(str(a / f"{part}.safetensors")), load_file(str(b / f"{part}.safetensors"))
+        assert left.keys() == right.keys()
+        for key in left:
+            assert torch.equal(left[key], right[key]), (part, key)
+    weights = load_state(a, "weights")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())  # training moved the adapters
+    logs = [json.loads(line)["step"] for line in (interrupted / "log.jsonl").read_text().splitlines()]
+    assert logs == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["score", "a2c2stage"])
+def test_training_raises_the_reward_on_a_learnable_task(tmp_path, method):
+    """What this shows: on toy-digit (correct = the answer starts with a digit), a random 2-layer Qwen2
+    starts at ~5% reward; 60 steps of the method (full fine-tuning, lr 3e-3, 8 problems x 4 samples,
+    seed 0) must lift the mean second-attempt reward of the last 10 steps to at least 0.5 and at least
+    0.35 above the first 10 steps. Measured when written: score 0.08 -> 0.79, a2c2stage 0.08 -> 0.98."""
+    run = train(_config(method, tmp_path / "run", max_steps=60, problems_per_step=8, samples_per_problem=4,
+                        max_new_tokens=2, batch_size=32, lr=3e-3, checkpoint_every=1000, **{"lora.enabled": "false"}))
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    first = sum(x["r2"] for x in log[:10]) / 10
+    last = sum(x["r2"] for x in log[-10:]) / 10
+    assert last >= 0.5 and last - first >= 0.35, (first, last)
+    assert any(x["stage"] == 2.0 for x in log) and log[0]["stage"] == 1.0  # both stages ran
+
+
+@pytest.mark.parametrize("method", ["score", "a2c2stage"])
+def test_cli_train_then_eval_checkpoint(tmp_path, data_dir, method):
+    run = tmp_path / "run"
+    trained = runner.invoke(app, ["train", "--method", method, "--task", "gsm8k", "--preset", "cpu-tiny",
+                                  "--max-steps", "2", "--data-dir", str(data_dir), "--out", str(run)])
+    assert trained.exit_code == 0, trained.output
+    assert (run / "checkpoints" / "step-000002" / "weights.safetensors").is_file()
+    assert {"config.yaml", "manifest.json", "log.jsonl"} <= {p.name for p in run.iterdir()}
+    again = runner.invoke(app, ["train", "--method", method, "--task", "gsm8k", "--preset", "cpu-tiny",
+                                "--data-dir", str(data_dir), "--out", str(run)])
+    assert again.exit_code == 2 and "--resume" in again.output
+    evaluated = runner.invoke(app, ["eval", "--checkpoint", str(run), "--task", "gsm8k", "--limit", "2",
+                                    "--max-new-tokens", "4", "--data-dir", str(data_dir), "--out", str(tmp_path / "ev")])
+    assert evaluated.exit_code == 0, evaluated.output
+    manifest = json.loads((tmp_path / "ev" / "manifest.json").read_text())
+    assert manifest["model"]["id"].endswith("run/step-000002")
+    assert method in evaluated.output
+
+
+def test_bad_training_settings_are_one_line_errors(tmp_path):
+    result = runner.invoke(app, ["train", "--method", "base", "--preset", "cpu-tiny", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "nothing to train" in result.output
+    result = runner.invoke(app, ["train", "--method", "score", "--preset", "cpu-tiny", "--set", "lr=fast"])
+    assert result.exit_code == 2 and "train.lr: expected float" in result.output
+    result = runner.invoke(app, ["train", "--method", "score", "--preset", "nope"])
+    assert result.exit_code == 2 and "unknown preset 'nope'" in result.output
