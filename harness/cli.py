@@ -103,6 +103,23 @@ def grade_command(
     console.print(f"graded n={len(grades)}: {n_correct} correct, accuracy {accuracy:.1%} -> {out}")
 
 
+@app.command("methods")
+@user_errors
+def methods_command() -> None:
+    """List the registered methods: kind, source paper, what they train and their default options."""
+    from dataclasses import asdict
+
+    from harness.method import METHODS
+
+    table = Table(title="Methods")
+    for column in ("name", "kind", "paper", "trains", "default options (--set method_options.KEY=VALUE)"):
+        table.add_column(column)
+    for name, cls in METHODS.items():
+        options = asdict(cls.options_class()) if cls.options_class else {}
+        table.add_row(name, cls.kind, cls.paper, cls.trains, ", ".join(f"{k}={v}" for k, v in options.items()) or "-")
+    console.print(table)
+
+
 @app.command("models")
 @user_errors
 def models_command() -> None:
@@ -179,7 +196,7 @@ def eval_command(
 @app.command("train")
 @user_errors
 def train_command(
-    method: str = typer.Option(..., help="A trained method: score, a2c2stage (see `harness methods`)."),
+    method: Optional[str] = typer.Option(None, help="A trained method: score, a2c2stage [required unless --resume]."),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Task to train on [default: gsm8k]."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Alias, hub id, folder or .gguf [default: embedded]."),
     preset: Optional[str] = typer.Option(None, help="cpu-tiny (tests), cpu-demo (embedded, a few steps), gpu-paper."),
@@ -205,6 +222,8 @@ def train_command(
         if not (resume / "config.yaml").is_file():
             raise HarnessError(f"{resume}: not a training run (no config.yaml)")
         config_file = config_file or resume / "config.yaml"
+    elif method is None:
+        raise HarnessError("--method is required (score, a2c2stage), unless you --resume a run")
     config = load_train_config(preset, str(config_file) if config_file else None, set_, explicit)
     with progress_bar() as bar:
         job = bar.add_task(f"train {config.method} · {config.task} · {config.model}", total=config.max_steps,
@@ -221,3 +240,7 @@ def train_command(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ a reflection) returns them as non-attempt requests; only attempts are graded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.prompts import SCORE_CORRECTION
 from harness.registry import Registry
@@ -17,8 +17,6 @@ from harness.task import Item, Message, Task
 if TYPE_CHECKING:
     from harness.rollout.episode import Episode
     from harness.training.objective import LossOutput, RLBatch, TrainContext
-
-O = TypeVar("O")
 
 
 @dataclass(frozen=True)
@@ -33,6 +31,7 @@ class Method:
     paper: ClassVar[str] = ""
     trains: ClassVar[str] = "nothing"
     needs_entropy: ClassVar[bool] = False  # ask the trainer for per-token policy entropies
+    options_class: ClassVar[type | None] = None  # the dataclass of its `method_options`, with defaults
 
     def __init__(self, system_prompt: str | None = None, correction_instruction: str | None = None, **options: Any):
         self.system_prompt = system_prompt
@@ -55,11 +54,11 @@ class Method:
                                         {"role": "user", "content": self.correction_instruction}])
 
     # ---- training hooks (trained methods override; prompting methods never reach them) ----------
-    def parse_options(self, cls: type[O]) -> O:
-        """The method's typed options from the `method_options` mapping (strings coerced)."""
+    def parse_options(self) -> Any:
+        """The method's typed options (`options_class`) from the `method_options` mapping, strings coerced."""
         from harness.config import build
 
-        return build(cls, self.options, f"{self.name} option")
+        return build(self.options_class, self.options, f"{self.name} option")
 
     def setup(self, ctx: "TrainContext") -> None:
         """Build extra modules (a critic) once the policy exists."""

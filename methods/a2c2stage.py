@@ -129,12 +129,13 @@ class Critic(nn.Module):
 class A2CTwoStage(Method):
     name = "a2c2stage"
     kind = "rl"
+    options_class = A2COptions
     paper = "Isaev & Ilyushin, two-stage advantage actor-critic for LLM self-correction"
     trains = "policy (LoRA) + critic (own LoRA adapter + value head)"
     needs_entropy = True
 
     def setup(self, ctx: TrainContext) -> None:
-        self.opts = self.parse_options(A2COptions)
+        self.opts = self.parse_options()
         if self.opts.alpha <= 1:
             raise ValueError("a2c2stage option alpha must be > 1 (stage II reward shaping)")
         self.stage1_steps = self.opts.stage1_steps or max(1, ctx.config.max_steps // 3)

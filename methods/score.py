@@ -55,11 +55,12 @@ def score_loss(batch: RLBatch, opts: ScoreOptions, stage: int) -> LossOutput:
 class Score(Method):
     name = "score"
     kind = "rl"
+    options_class = ScoreOptions
     paper = "Kumar et al., 2024, Training Language Models to Self-Correct via Reinforcement Learning"
     trains = "policy (LoRA): REINFORCE, stage I then stage II with reward bonus"
 
     def setup(self, ctx: TrainContext) -> None:
-        self.opts = self.parse_options(ScoreOptions)
+        self.opts = self.parse_options()
         if self.opts.baseline not in ("loo", "batch_mean"):
             raise ValueError("score option baseline must be loo or batch_mean")
         self.stage1_steps = self.opts.stage1_steps or max(1, ctx.config.max_steps // 3)

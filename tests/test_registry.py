@@ -27,3 +27,21 @@ def test_decorator_registers_and_conflicts_are_refused():
     assert registry.get("a") is A
     with pytest.raises(HarnessError, match="registered twice"):
         registry.register("a")(type("B", (), {}))
+
+
+def test_methods_command_lists_kinds_and_default_options():
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    out = CliRunner().invoke(app, ["methods"], terminal_width=250).output
+    for text in ("base", "prompting", "score", "a2c2stage", "alpha=10.0", "critic_lr=0.0001"):
+        assert text in out
+
+
+def test_unknown_method_option_is_refused():
+    from harness.method import get_method
+
+    method = get_method("score", alph=5)
+    with pytest.raises(HarnessError, match="unknown score option field"):
+        method.parse_options()

@@ -120,11 +120,14 @@ def test_cli_train_then_eval_checkpoint(tmp_path, data_dir, method):
     again = runner.invoke(app, ["train", "--method", method, "--task", "gsm8k", "--preset", "cpu-tiny",
                                 "--data-dir", str(data_dir), "--out", str(run)])
     assert again.exit_code == 2 and "--resume" in again.output
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--max-steps", "3"])
+    assert resumed.exit_code == 0, resumed.output
+    assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
     evaluated = runner.invoke(app, ["eval", "--checkpoint", str(run), "--task", "gsm8k", "--limit", "2",
                                     "--max-new-tokens", "4", "--data-dir", str(data_dir), "--out", str(tmp_path / "ev")])
     assert evaluated.exit_code == 0, evaluated.output
     manifest = json.loads((tmp_path / "ev" / "manifest.json").read_text())
-    assert manifest["model"]["id"].endswith("run/step-000002")
+    assert manifest["model"]["id"].endswith("run/step-000003")
     assert method in evaluated.output
 
 

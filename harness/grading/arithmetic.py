@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from fractions import Fraction
 
-from harness.grading.extract import final_answer_statement, last_boxed, strip_math_delimiters
+from harness.grading.extract import stated_answer, strip_math_delimiters
 from harness.task import Grade
 
 MAX_EXPRESSION_CHARS = 300  # longer "expressions" are not answers; also bounds the parser's work
@@ -25,12 +25,9 @@ def extract_expression(response: str) -> tuple[str | None, str]:
     tags = _ANSWER_TAG.findall(response)
     if tags:
         return tags[-1].strip(), "<answer>"
-    statement = final_answer_statement(response)
-    if statement is not None:
-        return statement, "final answer"
-    boxed = last_boxed(response)
-    if boxed is not None:
-        return boxed, "\\boxed"
+    stated, source = stated_answer(response)
+    if stated is not None:
+        return stated, source
     for line in reversed(response.splitlines()):
         runs = [r.strip() for r in _EXPRESSION_RUN.findall(line) if re.search(r"\d\s*[-+*/×÷]\s*[\d(]", r)]
         if runs:

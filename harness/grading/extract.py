@@ -24,6 +24,17 @@ def final_answer_statement(text: str) -> str | None:
     return answer or None
 
 
+def stated_answer(text: str) -> tuple[str | None, str]:
+    """(answer, where from): the Final Answer statement, else the last \\boxed{}; (None, "none") if neither."""
+    statement = final_answer_statement(text)
+    if statement is not None:
+        return statement, "final answer"
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed, "\\boxed"
+    return None, "none"
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` (nested braces balanced), or of `\\boxed 5`; None if absent."""
     starts = [m.end() for m in _BOXED.finditer(text)]

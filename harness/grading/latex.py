@@ -10,7 +10,7 @@ import logging
 import re
 import threading
 
-from harness.grading.extract import final_answer_statement, last_boxed
+from harness.grading.extract import stated_answer
 from harness.task import Grade
 
 SOFT_TIMEOUT_S = 2  # per math-verify call; integer because signal.alarm takes whole seconds
@@ -35,23 +35,13 @@ def _same_text(gold: str, prediction: str) -> bool:
     return bool(a) and a == b
 
 
-def extract_math_answer(response: str) -> tuple[str | None, str]:
-    statement = final_answer_statement(response)
-    if statement is not None:
-        return statement, "final answer"
-    boxed = last_boxed(response)
-    if boxed is not None:
-        return boxed, "\\boxed"
-    return None, "none"
-
-
 def grade_latex(gold: str, response: str, timeout: int = SOFT_TIMEOUT_S) -> Grade:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
     mv_timeout = _signal_timeout(timeout)
     configs = [LatexExtractionConfig(), ExprExtractionConfig()]
     response = response or ""
-    extracted, source = extract_math_answer(response)
+    extracted, source = stated_answer(response)
     if extracted is None:
         # The last delimited math segment, read by math-verify; with none, math-verify's own extraction
         # over the tail of the text. (On the whole text it would merge "$3n = 33$ and $n = 11$" into a set.)

@@ -67,6 +67,8 @@ class HFGenerator:
         simply append (the caller then encodes the messages from scratch).
         """
         n = len(messages)
+        if not completion.prompt_ids:  # e.g. a step read back from a store: no token stream to continue
+            return None
         if next_messages[:n] != messages or len(next_messages) <= n or \
                 next_messages[n] != {"role": "assistant", "content": completion.text}:
             return None
@@ -102,17 +104,11 @@ class HFGenerator:
                 attention[row, width - len(encoded[i]) :] = 1
             # One seed per batch position: reruns with the same inputs and batch size sample the same text.
             torch.manual_seed(params.seed * 1_000_003 + start)
-            sampling = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0) \
-                if params.temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
             with torch.inference_mode():
                 out = self.model.generate(
                     input_ids=input_ids.to(self.model.device),
                     attention_mask=attention.to(self.model.device),
-                    max_new_tokens=params.max_new_tokens,
-                    num_return_sequences=params.n,
-                    eos_token_id=eos_ids,
-                    pad_token_id=pad_id,
-                    **sampling,
+                    generation_config=self._generation_config(params, eos_ids, pad_id),
                 )
             new_tokens = out[:, width:].tolist()
             for row, i in enumerate(batch):
@@ -123,6 +119,19 @@ class HFGenerator:
                 if on_tokens is not None:
                     on_tokens(sum(c.completion_tokens for c in completions))
         return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _generation_config(params: SamplingParams, eos_ids: list[int], pad_id: int):
+        """Exactly the requested sampling: a fresh config, so a checkpoint's own generation defaults
+        (Qwen ships top_k 20, repetition_penalty 1.05) never leak into a comparison."""
+        from transformers import GenerationConfig
+
+        sampled = params.temperature > 0
+        return GenerationConfig(
+            max_new_tokens=params.max_new_tokens, num_return_sequences=params.n, do_sample=sampled,
+            temperature=params.temperature if sampled else None, top_p=params.top_p if sampled else None,
+            top_k=0 if sampled else None, eos_token_id=eos_ids, pad_token_id=pad_id,
+        )
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id

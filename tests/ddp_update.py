@@ -1,0 +1,48 @@
+"""Run by tests/test_ddp.py, once plainly and once under `accelerate launch --num_processes 2`:
+one optimizer update of SCoRe's loss on a fixed global batch of episodes. Each process takes a
+contiguous half of the problems; rank 0 saves the averaged gradients and the updated weights."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+import toy_task  # noqa: E402,F401
+
+from harness.training.config import load_train_config  # noqa: E402
+from harness.training.loop import Trainer  # noqa: E402
+
+
+def main() -> None:
+    episodes_path, out_path = Path(sys.argv[1]), Path(sys.argv[2])
+    config = load_train_config("cpu-tiny", None, ["task=toy-digit", "problems_per_step=4", "samples_per_problem=2",
+                                                  "max_new_tokens=4", "lr=1e-2"], {"method": "score"})
+    trainer = Trainer(config, out_path.parent / "run")
+    episodes = pickle.loads(episodes_path.read_bytes())
+    problems = list(dict.fromkeys(e.item.id for e in episodes))
+    world, rank = trainer.accelerator.num_processes, trainer.accelerator.process_index
+    share = len(problems) // world
+    mine = set(problems[rank * share : (rank + 1) * share])
+    grads: dict[str, torch.Tensor] = {}
+    optimizer_step = trainer.optimizer.step
+
+    def step_recording_grads(*args, **kwargs):
+        grads.update({n: p.grad.detach().clone() for n, p in trainer.policy.named_parameters() if p.grad is not None})
+        return optimizer_step(*args, **kwargs)
+
+    trainer.optimizer.step = step_recording_grads
+    trainer.update([e for e in episodes if e.item.id in mine])
+    if trainer.accelerator.is_main_process:
+        weights = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if p.requires_grad}
+        save_file({**{f"grad.{k}": v for k, v in grads.items()}, **{f"weight.{k}": v for k, v in weights.items()},
+                   "world_size": torch.tensor([world])}, str(out_path))
+    trainer.accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main()

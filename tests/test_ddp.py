@@ -1,0 +1,54 @@
+"""Two CPU processes (gloo) under `accelerate launch` compute the same update as one process on the
+same global batch: DDP averages the per-process mean losses' gradients, which equals the mean over
+the whole batch because the shards are equal and baselines stay within a problem."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import toy_task  # noqa: F401
+from harness.grading import GradingPool
+from harness.method import get_method
+from harness.models import load_model
+from harness.rollout import HFGenerator, SamplingParams, run_episodes
+from harness.task import Grade, get_task
+
+SCRIPT = Path(__file__).with_name("ddp_update.py")
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.slow
+def test_two_process_ddp_update_equals_one_process(tmp_path):
+    tiny = load_model("tiny-random")
+    task = get_task("toy-digit")
+    with GradingPool(workers=1) as pool:
+        episodes = run_episodes(task, get_method("base"), [i for i in task.load("train")[:4] for _ in range(2)],
+                                HFGenerator(tiny.model, tiny.tokenizer, 8),
+                                SamplingParams(temperature=1.0, max_new_tokens=4, seed=5), 2, pool)
+    for i, episode in enumerate(episodes):  # mixed rewards, so the policy gradient is not zero
+        episode.attempts[0].grade = Grade(i % 3 == 0, None, "set by test")
+        episode.attempts[1].grade = Grade(i % 2 == 0, None, "set by test")
+    (tmp_path / "episodes.pkl").write_bytes(pickle.dumps(episodes))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "episodes.pkl"), str(tmp_path / "one.st")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    double = subprocess.run([str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT),
+                             str(tmp_path / "episodes.pkl"), str(tmp_path / "two.st")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert double.returncode == 0, double.stderr[-3000:]
+    one, two = load_file(str(tmp_path / "one.st")), load_file(str(tmp_path / "two.st"))
+    assert (int(one.pop("world_size")), int(two.pop("world_size"))) == (1, 2)
+    assert one.keys() == two.keys() and any(k.startswith("grad.") for k in one)
+    assert max(float(v.abs().max()) for k, v in one.items() if k.startswith("grad.")) > 1e-6  # a real gradient
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-6, rtol=1e-4), key
