@@ -6,7 +6,7 @@ import re
 
 # SCoRe's answer format: "Final Answer: The final answer is X. I hope it is correct."
 _FINAL_ANSWER = re.compile(
-    r"final answer is[:\s]*(.+?)\s*(?:\.\s*)?(?:I hope it is correct|$)", re.IGNORECASE | re.MULTILINE
+    r"final answer is[: \t]*([^\s:].*?)\s*(?:\.\s*)?(?:I hope it is correct|$)", re.IGNORECASE | re.MULTILINE
 )
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
 
