@@ -134,6 +134,8 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
                 store.append(records)
                 done.extend(records)
                 report(done=len(done), total=len(items), tokens=tokens[0], samples=done)
+    position = {item.id: i for i, item in enumerate(items)}
+    done.sort(key=lambda s: position[s["id"]])  # the bootstrap depends on row order: keep the problems' order
     overall, scored = score_samples(done, config.turns)
     store.write_metrics({"task": config.task, "split": config.split, "method": config.method, "model": config.model,
                          "n": len(done), **scored})
