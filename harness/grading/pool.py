@@ -20,6 +20,7 @@ from harness.errors import HarnessError
 from harness.task import Grade, Item, Task
 
 HARD_TIMEOUT_S = 5.0
+STARTUP_TIMEOUT_S = 120.0  # importing sympy/math-verify on a loaded machine can take a while
 
 
 class _Worker:
@@ -37,6 +38,19 @@ class _Worker:
         self.task_key: int | None = None
         self.job: int | None = None
         self.deadline = 0.0
+        self.ready = False
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        if self.ready:
+            return
+        if not self.conn.poll(timeout):
+            self.kill()
+            raise HarnessError(f"a grading worker did not start within {timeout:g} s")
+        try:
+            self.conn.recv()
+        except EOFError:
+            raise HarnessError("a grading worker died while starting (see its stderr above)") from None
+        self.ready = True
 
     def send(self, message: tuple) -> None:
         self._to.send(message)
@@ -76,13 +90,16 @@ class GradingPool:
     ) -> list[Grade]:
         if len(items) != len(responses):
             raise ValueError("items and responses differ in length")
-        while len(self._workers) < min(self.size, len(items)):
-            self._workers.append(_Worker())
+        started = [_Worker() for _ in range(min(self.size, len(items)) - len(self._workers))]
+        for worker in started:  # all start in parallel; jobs go out only once each is ready
+            worker.wait_ready()
+        self._workers.extend(started)
         results: list[Grade | None] = [None] * len(items)
         pending = deque(range(len(items)))
         task_key = id(task)
 
         def dispatch(worker: _Worker) -> None:
+            worker.wait_ready()  # a replacement may still be starting; its start-up is not a job's time
             index = pending.popleft()
             if worker.task_key != task_key:
                 worker.send(("task", task))
@@ -125,7 +142,7 @@ class GradingPool:
 
     def _replace(self, slot: int) -> _Worker:
         self._workers[slot].kill()
-        self._workers[slot] = _Worker()
+        self._workers[slot] = _Worker()  # starts now; waited for only when it gets a job
         return self._workers[slot]
 
 

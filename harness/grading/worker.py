@@ -43,7 +43,9 @@ def main() -> None:
     sys.stdin = open(os.devnull)
     import math_verify  # noqa: F401  (paid once at start, not on the first MATH item)
 
-    serve(_Duplex(Connection(conn_in, writable=False), Connection(conn_out, readable=False)))
+    channel = _Duplex(Connection(conn_in, writable=False), Connection(conn_out, readable=False))
+    channel.send(("ready", None))  # start-up time must not count against any job's deadline
+    serve(channel)
 
 
 class _Duplex:
