@@ -92,7 +92,7 @@ class HFGenerator:
         encoded = [list(ids) if ids is not None else self.encode(chat) for chat, ids in zip(chats, given)]
         order = sorted(range(len(chats)), key=lambda i: len(encoded[i]), reverse=True)
         results: list[list[Completion] | None] = [None] * len(chats)
-        eos_ids = self._eos_ids()
+        eos_ids = self.eos_ids()
         pad_id = self.tokenizer.pad_token_id
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
@@ -133,7 +133,8 @@ class HFGenerator:
             top_k=0 if sampled else None, eos_token_id=eos_ids, pad_token_id=pad_id,
         )
 
-    def _eos_ids(self) -> list[int]:
+    def eos_ids(self) -> list[int]:
+        """Every token that ends a turn: the model's EOS ids and the tokenizer's."""
         ids = self.model.generation_config.eos_token_id
         ids = [ids] if isinstance(ids, int) else list(ids or [])
         if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:

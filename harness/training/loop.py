@@ -86,7 +86,7 @@ class Trainer:
         self.rewards = GraderReward()
         self.step = 0
         self.cursor = Cursor()
-        self.eos_ids = self.generator._eos_ids()
+        self.eos_ids = self.generator.eos_ids()
 
     # ---- data and rollout -------------------------------------------------------------------
     def next_problems(self) -> list[Item]:
