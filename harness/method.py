@@ -31,6 +31,7 @@ class Method:
     paper: ClassVar[str] = ""
     trains: ClassVar[str] = "nothing"
     needs_entropy: ClassVar[bool] = False  # ask the trainer for per-token policy entropies
+    masked_steps: ClassVar[str] = "attempts"  # the loss sees per-attempt masks, or per-step ("all": reflections too)
     options_class: ClassVar[type | None] = None  # the dataclass of its `method_options`, with defaults
 
     def __init__(self, system_prompt: str | None = None, correction_instruction: str | None = None, **options: Any):
@@ -59,6 +60,14 @@ class Method:
         from harness.config import build
 
         return build(self.options_class, self.options, f"{self.name} option")
+
+    def rollout(self, ctx: "TrainContext", problems: list[Item]) -> list["Episode"]:
+        """The episodes one RL step learns from: `samples_per_problem` 2-attempt episodes per problem."""
+        return ctx.sample([item for item in problems for _ in range(ctx.config.samples_per_problem)], turns=2)
+
+    def rollout_logs(self) -> dict[str, float]:
+        """Statistics of the last rollout worth logging beyond the per-attempt rewards."""
+        return {}
 
     def setup(self, ctx: "TrainContext") -> None:
         """Build extra modules (a critic) once the policy exists."""

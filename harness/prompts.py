@@ -10,11 +10,15 @@ SCORE_SYSTEM = (
     'the form "Final Answer: The final answer is $answer$. I hope it is correct."'
 )
 
+# The closing sentence of SCoRe's correction instruction: the answer format every rewrite is asked for.
+ANSWER_FORMAT = (
+    "Only output the final solution! At the end of the Solution, when you give your final answer, write it "
+    'in the form "Final Answer: The final answer is $answer$. I hope it is correct."'
+)
+
 SCORE_CORRECTION = (
     "There might be an error in the solution above because of lack of understanding of the question. "
-    "Please correct the error, if any, and rewrite the solution. Only output the final solution! At the "
-    "end of the Solution, when you give your final answer, write it in the form "
-    '"Final Answer: The final answer is $answer$. I hope it is correct."'
+    "Please correct the error, if any, and rewrite the solution. " + ANSWER_FORMAT
 )
 
 

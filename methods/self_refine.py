@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from harness.method import Method, Request, register_method
-from harness.prompts import SCORE_SYSTEM
+from harness.prompts import ANSWER_FORMAT, SCORE_SYSTEM
 
 FEEDBACK = (
     "Review the solution below to the problem. Check every step for errors in understanding, setup and "
@@ -19,11 +19,7 @@ FEEDBACK = (
     'line: "Verdict: correct" if the solution and its final answer are right, or "Verdict: incorrect".\n\n'
     "Problem:\n{problem}\n\nSolution:\n{solution}"
 )
-REFINE = (
-    "Here is feedback on your solution:\n\n{feedback}\n\nUsing this feedback, write an improved solution. "
-    "Only output the final solution! At the end of the Solution, when you give your final answer, write it "
-    'in the form "Final Answer: The final answer is $answer$. I hope it is correct."'
-)
+REFINE = "Here is feedback on your solution:\n\n{feedback}\n\nUsing this feedback, write an improved solution. " + ANSWER_FORMAT
 _VERDICT = re.compile(r"verdict\s*:\s*\**\s*(correct|incorrect)", re.IGNORECASE)
 
 

@@ -109,7 +109,7 @@ def test_training_raises_the_reward_on_a_learnable_task(tmp_path, method):
     assert any(x["stage"] == 2.0 for x in log) and log[0]["stage"] == 1.0  # both stages ran
 
 
-@pytest.mark.parametrize("method", ["score", "a2c2stage"])
+@pytest.mark.parametrize("method", ["score", "a2c2stage", "rrr", "pair-sft", "star"])
 def test_cli_train_then_eval_checkpoint(tmp_path, data_dir, method):
     run = tmp_path / "run"
     trained = runner.invoke(app, ["train", "--method", method, "--task", "gsm8k", "--preset", "cpu-tiny",

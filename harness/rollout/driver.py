@@ -23,9 +23,19 @@ def run_episodes(
     turns: int,
     pool: GradingPool,
     on_tokens: Callable[[int], None] | None = None,
+    episodes: list[Episode] | None = None,
 ) -> list[Episode]:
-    episodes = [Episode(item) for item in items]
-    pending: dict[int, Request] = {i: method.first_request(task, item) for i, item in enumerate(items)}
+    """Episodes of `turns` attempts for `items`; or, given `episodes` (items then ignored), continue those
+    from their last step (e.g. G reflections on one failed first attempt, each in its own copy)."""
+    if episodes is None:
+        episodes = [Episode(item) for item in items]
+        pending: dict[int, Request] = {i: method.first_request(task, item) for i, item in enumerate(items)}
+    else:
+        pending = {}
+        for i, episode in enumerate(episodes):
+            request = method.next_request(task, episode.item, episode) if len(episode.attempts) < turns else None
+            if request is not None:
+                pending[i] = request
     round_index = 0
     while pending:
         order = list(pending)

@@ -1,6 +1,7 @@
-"""The on-policy training loop shared by every RL method: roll out 2-attempt episodes with the core,
-grade them, compute per-token log-probs of both attempts in one forward pass (policy and reference),
-apply the method's loss, step, log, checkpoint. Runs unchanged under `accelerate launch` (DDP)."""
+"""The training loop shared by every trained method. RL: roll out episodes with the core (the method's
+`rollout`), grade them, compute per-token log-probs of every attempt in one forward pass (policy and
+reference), apply the method's loss, step. SFT: collect an iteration's examples, then cross-entropy on
+their target spans. Both log, checkpoint and resume the same way, and run under `accelerate launch`."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from harness.training.objective import RLBatch, TrainContext
 from harness.training.policy import attach_lora, reference_mode
 from harness.training.rewards import GraderReward
 from harness.training.sequences import TokenLogprobs, build_sequences
+from harness.training.sft import SFTSchedule, cross_entropy, sft_batch
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Trainer:
         self.method: Method = get_method(config.method, **config.method_options)
         if self.method.kind not in ("rl", "sft"):
             raise HarnessError(f"method {config.method!r} is {self.method.kind}: it has nothing to train")
+        if self.method.kind == "sft" and self.accelerator.num_processes > 1:
+            raise HarnessError(f"{config.method} collects its data on one process; multi-process SFT is not supported yet")
         self.items = items if items is not None else self.task.load(config.split, config.data_dir)
         loaded = load_model(config.model, "float32" if config.dtype == "auto" else config.dtype,
                             str(self.accelerator.device))
@@ -72,7 +76,12 @@ class Trainer:
         # fine-tuning needs a frozen copy (memory: one more model).
         self.reference = None if config.lora.enabled else copy.deepcopy(loaded.model).eval().requires_grad_(False)
         self.policy = attach_lora(loaded.model, config.lora, config.seed)
-        self.context = TrainContext(self.accelerator, self.policy, self.tokenizer, config, self.accelerator.device)
+        self.generator = HFGenerator(self.policy, self.tokenizer, config.batch_size)
+        self.eos_ids = self.generator.eos_ids()
+        self.pool = None  # the grading pool, set by train()
+        self._sample_calls = (0, 0)  # (step, calls in it): each sampling call of a step gets its own seed
+        self.context = TrainContext(self.accelerator, self.policy, self.tokenizer, config, self.accelerator.device,
+                                    self.task, self.generator, self.eos_ids, self.sample)
         self.method.setup(self.context)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -82,37 +91,49 @@ class Trainer:
             TokenLogprobs(self.policy), optimizer, scheduler)
         self.reference_logprobs = TokenLogprobs(self.reference) if self.reference is not None else \
             self.accelerator.unwrap_model(self.logprobs_model)
-        self.generator = HFGenerator(self.policy, self.tokenizer, config.batch_size)
         self.rewards = GraderReward()
         self.step = 0
         self.cursor = Cursor()
-        self.eos_ids = self.generator.eos_ids()
+        self.sft = SFTSchedule.open(run_dir, self.method.opts, config.max_steps, config.problems_per_step,
+                                    config.seed) if self.method.kind == "sft" else None
 
     # ---- data and rollout -------------------------------------------------------------------
-    def next_problems(self) -> list[Item]:
-        """This process's share of the step's problems (the global list is the same everywhere)."""
-        indices = self.cursor.take(self.config.problems_per_step, len(self.items), self.config.seed)
+    def next_problems(self, count: int | None = None) -> list[Item]:
+        """This process's share of the next `count` problems [problems_per_step] (the global list is the
+        same everywhere)."""
+        indices = self.cursor.take(count or self.config.problems_per_step, len(self.items), self.config.seed)
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         if len(indices) % world:
             raise HarnessError(f"problems_per_step ({len(indices)}) must divide over {world} processes")
         share = len(indices) // world
         return [self.items[i] for i in indices[rank * share : (rank + 1) * share]]
 
-    def rollout(self, problems: list[Item], pool) -> list[Episode]:
-        repeated = [item for item in problems for _ in range(self.config.samples_per_problem)]
+    def sample(self, items: list[Item] | None, turns: int, episodes: list[Episode] | None = None) -> list[Episode]:
+        """The method's episodes from the current policy (see TrainContext.sample)."""
+        step, calls = self._sample_calls
+        calls = calls + 1 if step == self.step else 0
+        self._sample_calls = (self.step, calls)
         params = SamplingParams(self.config.temperature, self.config.top_p, self.config.max_new_tokens, 1,
-                                seed=self.config.seed * 1_000_003 + self.step * 101 + self.accelerator.process_index)
+                                seed=self.config.seed * 1_000_003 + self.step * 101 + self.accelerator.process_index
+                                + 7_777 * calls)
         self.policy.eval()
         try:
-            return run_episodes(self.task, self.method, repeated, self.generator, params, 2, pool)
+            return run_episodes(self.task, self.method, items or [], self.generator, params, turns, self.pool,
+                                episodes=episodes)
         finally:
             self.policy.train()
+
+    def rollout(self, problems: list[Item]) -> list[Episode]:
+        return self.method.rollout(self.context, problems)
 
     # ---- one update -------------------------------------------------------------------------
     def update(self, episodes: list[Episode]) -> dict[str, float]:
         """Method loss over the episodes (in grad_accum micro-batches by problem), then one step."""
         config = self.config
-        sequences = build_sequences(episodes, self.tokenizer.pad_token_id, self.eos_ids)
+        if not episodes:  # e.g. RRR when every first attempt was right: nothing to learn from this step
+            self.step += 1
+            return {"skipped": 1.0}
+        sequences = build_sequences(episodes, self.tokenizer.pad_token_id, self.eos_ids, self.method.masked_steps)
         rewards = self.rewards(episodes)
         problem_ids = {e.item.id: i for i, e in reversed(list(enumerate(episodes)))}
         groups = torch.tensor([problem_ids[e.item.id] for e in episodes])
@@ -131,6 +152,10 @@ class Trainer:
             self.accelerator.backward(out.loss / len(micro))
             for key, value in out.logs.items():
                 logs[key] = logs.get(key, 0.0) + value / len(micro)
+        return self._optimizer_step(logs)
+
+    def _optimizer_step(self, logs: dict[str, float]) -> dict[str, float]:
+        config = self.config
         if config.max_grad_norm > 0:
             logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(
                 [p for p in self.policy.parameters() if p.requires_grad], config.max_grad_norm))
@@ -140,6 +165,46 @@ class Trainer:
         self.method.after_step(self.context)
         self.step += 1
         return logs
+
+    # ---- SFT ---------------------------------------------------------------------------------------
+    def sft_examples(self) -> tuple[list, dict[str, float]]:
+        """The current iteration's examples: from memory, from its file (a resumed run), or collected now."""
+        iteration = self.sft.iteration(self.step)
+        if iteration in self.sft.loaded:
+            return self.sft.loaded[iteration]
+        found = self.sft.read(iteration)
+        if found is not None:
+            examples, stats, cursor = found
+            self.cursor = Cursor(**cursor)  # the data stream continues after what that collection used
+            return examples, stats
+        problems = self.next_problems(self.sft.collect_problems)
+        examples, stats = self.method.collect(self.context, problems)
+        stats = {**stats, "examples": float(len(examples)), "iteration": float(iteration)}
+        if self.accelerator.is_main_process:
+            self.sft.save()
+            self.sft.write(iteration, examples, stats, asdict(self.cursor), self.tokenizer)
+        self.sft.loaded[iteration] = (examples, stats)
+        return examples, stats
+
+    def sft_update(self, examples: list) -> dict[str, float]:
+        """Cross-entropy on the examples' target spans only, in grad_accum micro-batches, then one step."""
+        if not examples:  # nothing collected this iteration (e.g. no wrong->right pair): no update
+            self.step += 1
+            return {"skipped": 1.0}
+        sequences = sft_batch(examples, self.tokenizer.pad_token_id)
+        parts = max(1, min(self.config.grad_accum, len(examples)))
+        rows = list(range(len(examples)))
+        micro = [rows[i::parts] for i in range(parts)]
+        total_tokens = float(sequences.action_masks.sum())
+        loss_sum = 0.0
+        for chunk in micro:
+            part = sequences.select(chunk).to(self.accelerator.device)
+            logp, _ = self._logprobs(self.logprobs_model, part, False)
+            # Weighted by the chunk's share of target tokens: the sum over chunks is the batch's token mean.
+            loss = cross_entropy(logp[0], part.action_masks[0]) * float(part.action_masks.sum()) / total_tokens
+            self.accelerator.backward(loss)
+            loss_sum += float(loss.detach())
+        return self._optimizer_step({"loss": loss_sum, "sft_tokens": total_tokens})
 
     def _logprobs(self, module, part, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """[K, E, T] log-probs for every attempt from ONE forward over the whole sequence."""
@@ -179,6 +244,8 @@ def _split_by_group(groups: list[int], parts: int) -> list[list[int]]:
 
 
 def step_metrics(episodes: list[Episode]) -> dict[str, float]:
+    if not episodes:
+        return {}
     r = torch.tensor([e.correct for e in episodes], dtype=torch.float32)
     r1, r2 = r[:, 0], r[:, 1]
     return {"r1": float(r1.mean()), "r2": float(r2.mean()), "delta": float((r2 - r1).mean()),
@@ -213,12 +280,18 @@ def train(config: TrainConfig, resume: bool = False,
     if config.report_to:
         accel.init_trackers("train", config={k: str(v) for k, v in asdict(config).items()})
     with GradingPool() as pool:
+        trainer.pool = pool
         while trainer.step < config.max_steps:
             start = time.perf_counter()
-            episodes = trainer.rollout(trainer.next_problems(), pool)
-            rollout_s = time.perf_counter() - start
-            logs = trainer.update(episodes)
-            stats = _gather_mean(accel, step_metrics(episodes))
+            if trainer.sft is not None:
+                examples, stats = trainer.sft_examples()
+                rollout_s = time.perf_counter() - start
+                logs = trainer.sft_update(trainer.sft.batch(trainer.step, examples, config.problems_per_step))
+            else:
+                episodes = trainer.rollout(trainer.next_problems())
+                rollout_s = time.perf_counter() - start
+                logs = trainer.update(episodes)
+                stats = _gather_mean(accel, {**step_metrics(episodes), **trainer.method.rollout_logs()})
             record = {"step": trainer.step, **stats, **logs, "rollout_s": rollout_s,
                       "step_s": time.perf_counter() - start, "lr": trainer.scheduler.get_last_lr()[0]}
             if accel.is_main_process:

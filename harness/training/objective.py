@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -37,10 +37,16 @@ class LossOutput:
 
 @dataclass
 class TrainContext:
-    """Handles a method may need in `setup`: the accelerator, the policy and how to load models."""
+    """Handles a method may need: the accelerator, the policy, the config, and sampling from the policy."""
 
     accelerator: Any
     policy: Any  # the peft-wrapped causal LM (unwrapped from DDP)
     tokenizer: Any
     config: Any  # TrainConfig
     device: Any
+    task: Any = None  # the Task trained on
+    generator: Any = None  # HFGenerator over the policy (encode / continuation for building SFT data)
+    eos_ids: list[int] = field(default_factory=list)
+    # sample(items, turns, episodes=None) -> list[Episode]: the method's rollout with the current policy,
+    # seeded by (seed, step, call), graded; `episodes` continues existing ones instead of starting fresh.
+    sample: Callable[..., list[Episode]] | None = None

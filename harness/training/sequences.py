@@ -15,8 +15,8 @@ from harness.rollout.episode import Episode
 class SequenceBatch:
     input_ids: torch.Tensor  # [E, T], right-padded
     attention_mask: torch.Tensor  # [E, T]
-    action_masks: torch.Tensor  # [K, E, T] float: 1 where token t was sampled by attempt k (its EOS included)
-    state_ends: torch.Tensor  # [K, E] index of the last token of state s_k (the prompt attempt k answered)
+    action_masks: torch.Tensor  # [K, E, T] float: 1 where token t was sampled by step k (its EOS included)
+    state_ends: torch.Tensor  # [K, E] index of the last token of state s_k (the prompt step k answered)
 
     def to(self, device) -> "SequenceBatch":
         return SequenceBatch(self.input_ids.to(device), self.attention_mask.to(device), self.action_masks.to(device),
@@ -28,12 +28,13 @@ class SequenceBatch:
                              self.state_ends[:, index])
 
 
-def build_sequences(episodes: list[Episode], pad_id: int, eos_ids: list[int]) -> SequenceBatch:
-    """Each episode's last attempt continues the token stream of the earlier ones (see
-    HFGenerator.continuation), so one sequence holds every attempt exactly as it was sampled."""
+def build_sequences(episodes: list[Episode], pad_id: int, eos_ids: list[int], steps: str = "attempts") -> SequenceBatch:
+    """Each episode's last step continues the token stream of the earlier ones (see
+    HFGenerator.continuation), so one sequence holds every step exactly as it was sampled. The masks
+    are per attempt (`steps="attempts"`) or per generation step of any kind (`"all"`: a reflection too)."""
     rows, spans, ends = [], [], []
     for episode in episodes:
-        attempts = episode.attempts
+        attempts = episode.attempts if steps == "attempts" else episode.steps
         last = attempts[-1]
         ids = [*last.prompt_ids, *last.token_ids] + ([eos_ids[0]] if last.finished else [])
         row_spans, row_ends = [], []
@@ -41,7 +42,7 @@ def build_sequences(episodes: list[Episode], pad_id: int, eos_ids: list[int]) ->
             start = len(attempt.prompt_ids)
             if list(ids[:start]) != list(attempt.prompt_ids) or \
                     list(ids[start:start + len(attempt.token_ids)]) != list(attempt.token_ids):
-                raise ValueError(f"{episode.item.id}: attempts do not share one token stream; "
+                raise ValueError(f"{episode.item.id}: steps do not share one token stream; "
                                  "RL training needs the core's continuation of the conversation")
             stop = start + len(attempt.token_ids)
             if attempt.finished and stop < len(ids) and ids[stop] in eos_ids:
@@ -53,6 +54,8 @@ def build_sequences(episodes: list[Episode], pad_id: int, eos_ids: list[int]) ->
         ends.append(row_ends)
     width = max(len(r) for r in rows)
     k = len(spans[0])
+    if any(len(row_spans) != k for row_spans in spans):
+        raise ValueError("every episode of a training batch needs the same number of steps")
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     masks = torch.zeros((k, len(rows), width))

@@ -1,0 +1,167 @@
+"""Supervised fine-tuning for the SFT baselines (Pair-SFT, STaR) on the shared training backend.
+
+An SFT method alternates collect-then-fit: at the start of each iteration it samples from the current
+policy and turns the samples into examples (token ids plus the spans trained on); the steps of that
+iteration then minimise the cross-entropy of those spans only. Each iteration's examples are written
+to `<run>/sft/iteration-NN.json` (with the decoded targets, for inspection), so a resumed run trains
+on exactly the data it collected before.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from harness.errors import HarnessError
+from harness.method import Method
+from harness.rollout.episode import Episode, Step
+from harness.training.sequences import SequenceBatch, build_sequences
+
+if TYPE_CHECKING:
+    from harness.task import Item
+    from harness.training.objective import TrainContext
+
+
+@dataclass
+class SFTExample:
+    problem_id: str
+    input_ids: list[int]
+    spans: list[tuple[int, int]]  # [start, stop) token ranges the loss is computed on
+
+    @property
+    def target_ids(self) -> list[int]:
+        return [t for start, stop in self.spans for t in self.input_ids[start:stop]]
+
+
+def example_from_stream(problem_id: str, prompt_ids: list[int], response: Step, eos_ids: list[int]) -> SFTExample:
+    """`response`'s sampled tokens (and its EOS, when it stopped there) as the target after `prompt_ids`."""
+    target = [*response.token_ids] + ([eos_ids[0]] if response.finished else [])
+    return SFTExample(problem_id, [*prompt_ids, *target], [(len(prompt_ids), len(prompt_ids) + len(target))])
+
+
+def examples_from_episodes(episodes: list[Episode], ctx: "TrainContext", attempts: list[int]) -> list[SFTExample]:
+    """Each episode's whole token stream, trained on the chosen attempts (0-based) only."""
+    examples = []
+    for episode in episodes:
+        seq = build_sequences([episode], ctx.tokenizer.pad_token_id, ctx.eos_ids)
+        ids = seq.input_ids[0].tolist()
+        spans = []
+        for a in attempts:
+            positions = seq.action_masks[a, 0].nonzero().flatten().tolist()
+            if positions:
+                spans.append((positions[0], positions[-1] + 1))
+        examples.append(SFTExample(episode.item.id, ids, spans))
+    return examples
+
+
+def sft_batch(examples: list[SFTExample], pad_id: int) -> SequenceBatch:
+    """Right-padded ids with one mask ([1, E, T]) over the target spans."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    mask = torch.zeros((1, len(examples), width))
+    for row, example in enumerate(examples):
+        input_ids[row, : len(example.input_ids)] = torch.tensor(example.input_ids)
+        attention[row, : len(example.input_ids)] = 1
+        for start, stop in example.spans:
+            mask[0, row, start:stop] = 1.0
+    return SequenceBatch(input_ids, attention, mask, torch.zeros((1, len(examples)), dtype=torch.long))
+
+
+def cross_entropy(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood per target token (the tokens of all examples weigh the same)."""
+    return -(logp * mask).sum() / mask.sum().clamp(min=1)
+
+
+@dataclass
+class SFTOptions:
+    iterations: int = 1  # collect-then-fit rounds
+    steps_per_iteration: int = 0  # 0: max_steps split evenly over the iterations (fixed when the run starts)
+    collect_problems: int = 0  # problems sampled per iteration; 0: problems_per_step x steps per iteration
+
+
+class SFTMethod(Method):
+    """Base of the SFT methods: they state how an iteration's examples are built (`collect`)."""
+
+    kind = "sft"
+    options_class = SFTOptions
+
+    def setup(self, ctx: "TrainContext") -> None:
+        self.opts = self.parse_options()
+        if self.opts.iterations < 1 or self.opts.collect_problems < 0 or self.opts.steps_per_iteration < 0:
+            raise HarnessError(f"{self.name}: iterations must be >= 1, collect_problems and steps_per_iteration >= 0")
+
+    def collect(self, ctx: "TrainContext", problems: list["Item"]) -> tuple[list[SFTExample], dict[str, float]]:
+        """This iteration's examples from the current policy's samples, and statistics to log."""
+        raise NotImplementedError
+
+
+@dataclass
+class SFTSchedule:
+    """Which iteration a step belongs to and which examples it trains on. Fixed when a run starts
+    (written to `<run>/sft/schedule.json`), so resuming with a larger max_steps keeps the iterations."""
+
+    iterations: int
+    steps_per_iteration: int
+    collect_problems: int
+    seed: int
+    folder: Path
+    loaded: dict[int, tuple[list[SFTExample], dict[str, float]]] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, run_dir: Path, opts: SFTOptions, max_steps: int, problems_per_step: int, seed: int) -> "SFTSchedule":
+        folder = run_dir / "sft"
+        path = folder / "schedule.json"
+        if path.is_file():
+            fixed = json.loads(path.read_text())
+        else:
+            per = opts.steps_per_iteration or math.ceil(max_steps / opts.iterations)
+            fixed = {"iterations": opts.iterations, "steps_per_iteration": per,
+                     "collect_problems": opts.collect_problems or problems_per_step * per}
+        return cls(fixed["iterations"], fixed["steps_per_iteration"], fixed["collect_problems"], seed, folder)
+
+    def save(self) -> None:
+        from harness.store import atomic_write_text
+
+        fixed = {"iterations": self.iterations, "steps_per_iteration": self.steps_per_iteration,
+                 "collect_problems": self.collect_problems}
+        atomic_write_text(self.folder / "schedule.json", json.dumps(fixed, indent=2) + "\n")
+
+    def iteration(self, step: int) -> int:
+        return min(step // self.steps_per_iteration, self.iterations - 1)
+
+    def path(self, iteration: int) -> Path:
+        return self.folder / f"iteration-{iteration:02d}.json"
+
+    def write(self, iteration: int, examples: list[SFTExample], stats: dict[str, float], cursor: dict[str, int],
+              tokenizer: Any) -> None:
+        from harness.store import atomic_write_text
+
+        records = [{**asdict(e), "target_text": tokenizer.decode(e.target_ids)} for e in examples]
+        atomic_write_text(self.path(iteration), json.dumps(
+            {"iteration": iteration, "stats": stats, "cursor": cursor, "examples": records}) + "\n")
+        self.loaded[iteration] = (examples, stats)
+
+    def read(self, iteration: int) -> tuple[list[SFTExample], dict[str, float], dict[str, int]] | None:
+        if not self.path(iteration).is_file():
+            return None
+        data = json.loads(self.path(iteration).read_text())
+        examples = [SFTExample(r["problem_id"], r["input_ids"], [tuple(s) for s in r["spans"]]) for r in data["examples"]]
+        self.loaded[iteration] = (examples, data["stats"])
+        return examples, data["stats"], data["cursor"]
+
+    def batch(self, step: int, examples: list[SFTExample], size: int) -> list[SFTExample]:
+        """`size` examples for `step`: a seeded shuffle per iteration, walked in order and wrapped around."""
+        if not examples:
+            return []
+        iteration = self.iteration(step)
+        order = list(range(len(examples)))
+        random.Random(f"{self.seed}:sft:{iteration}").shuffle(order)
+        offset = (step - iteration * self.steps_per_iteration) * size
+        return [examples[order[(offset + i) % len(order)]] for i in range(size)]

@@ -1,0 +1,54 @@
+"""`pair-sft`: Pair-SFT as defined in SCoRe §4 (Kumar et al., 2024), after Welleck et al. (2023).
+
+Sample n first attempts per training problem from the base model; pair each incorrect attempt with a
+correct attempt of the SAME problem; fine-tune attempt 2 on [x, wrong y1, correction instruction] ->
+correct y (cross-entropy on y only). One iteration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.method import register_method
+from harness.rollout.episode import Episode
+from harness.training.sft import SFTMethod, SFTOptions, example_from_stream
+
+
+@dataclass
+class PairSFTOptions(SFTOptions):
+    samples: int = 4  # n first attempts per problem
+
+
+def make_pairs(episodes: list[Episode]) -> list[tuple[Episode, Episode]]:
+    """(wrong, right) first attempts of the same problem: every wrong attempt once, its partner cycling
+    over that problem's right attempts. Problems with no right (or no wrong) attempt give no pair."""
+    by_problem: dict[str, list[Episode]] = {}
+    for episode in episodes:
+        by_problem.setdefault(episode.item.id, []).append(episode)
+    pairs = []
+    for group in by_problem.values():
+        right = [e for e in group if e.correct[0]]
+        wrong = [e for e in group if not e.correct[0]]
+        pairs.extend((w, right[i % len(right)]) for i, w in enumerate(wrong) if right)
+    return pairs
+
+
+@register_method("pair-sft")
+class PairSFT(SFTMethod):
+    name = "pair-sft"
+    options_class = PairSFTOptions
+    paper = "Welleck et al., 2023, Generating Sequences by Learning to Self-Correct (as Pair-SFT in SCoRe §4)"
+    trains = "policy (LoRA): cross-entropy on a correct y given [x, wrong y1, instruction]"
+
+    def collect(self, ctx, problems):
+        episodes = ctx.sample([item for item in problems for _ in range(self.opts.samples)], turns=1)
+        examples = []
+        pairs = make_pairs(episodes)
+        for wrong, right in pairs:
+            first = wrong.attempts[0]
+            request = self.next_request(ctx.task, wrong.item, wrong)  # [x, y1, correction instruction]
+            prompt = ctx.generator.continuation(first.messages, first.completion(), request.messages) \
+                or ctx.generator.encode(request.messages)
+            examples.append(example_from_stream(wrong.item.id, prompt, right.attempts[0], ctx.eos_ids))
+        return examples, {"r1": sum(e.correct[0] for e in episodes) / max(len(episodes), 1),
+                          "pairs": float(len(pairs)), "paired_problems": float(len({w.item.id for w, _ in pairs}))}

@@ -1,0 +1,94 @@
+"""`rrr`: Reflect, Retry, Reward (Bensal et al., 2025).
+
+On a failed first attempt the model writes a self-reflection on what went wrong, then retries with the
+reflection in context. Training samples G reflections per failed problem (a GRPO group); the reward is
+the retry's correctness and the advantage is reward minus the group mean (optionally divided by the
+group std). Only the reflection tokens receive the advantage: attempts 1 and 2 are masked out. Only
+failed problems are trained on.
+
+At evaluation the harness gives no verifier signal: the model reflects after every attempt and then
+retries (the paper reflects only after a verified failure), so its Δc→i is measured, not zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.method import Method, Request, register_method
+from harness.prompts import ANSWER_FORMAT
+from harness.rollout.episode import Episode
+from harness.training.losses import kl_penalty, reinforce
+from harness.training.objective import LossOutput, RLBatch
+
+REFLECT = (
+    "Your solution above may be wrong. Reflect on it: point out what went wrong (a misunderstanding, a "
+    "wrong setup or an arithmetic slip) and how to avoid it. Do not write a new solution yet."
+)
+RETRY = "Now solve the problem again, using your reflection. " + ANSWER_FORMAT
+REFLECTION = 1  # step index of the reflection in a training episode [attempt 1, reflection, attempt 2]
+
+
+@dataclass
+class RRROptions:
+    group_size: int = 4  # G reflections per failed first attempt
+    scale_by_std: bool = False  # divide the advantage by the group's reward std (GRPO's normalisation)
+    beta: float = 0.0  # KL to the reference on the reflection tokens
+
+
+def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, scale_by_std: bool) -> torch.Tensor:
+    adv = torch.empty_like(rewards)
+    for g in groups.unique():
+        idx = groups == g
+        centred = rewards[idx] - rewards[idx].mean()
+        adv[idx] = centred / (rewards[idx].std(unbiased=False) + 1e-4) if scale_by_std else centred
+    return adv
+
+
+def rrr_loss(batch: RLBatch, opts: RRROptions) -> LossOutput:
+    retry_reward = batch.rewards[1]
+    adv = group_advantages(retry_reward, batch.groups, opts.scale_by_std)
+    logp, mask = batch.logp[REFLECTION], batch.masks[REFLECTION]
+    pg = reinforce(logp, mask, adv, batch.norm)
+    kl = kl_penalty(logp, batch.ref_logp[REFLECTION], mask, batch.norm)
+    loss = pg + opts.beta * kl
+    return LossOutput(loss, {"loss": loss.item(), "pg_loss": pg.item(), "kl_reflection": kl.item(),
+                             "retry_reward": retry_reward.mean().item()})
+
+
+@register_method("rrr")
+class ReflectRetryReward(Method):
+    name = "rrr"
+    kind = "rl"
+    options_class = RRROptions
+    masked_steps = "all"  # the loss needs the reflection's tokens, not only the attempts'
+    paper = "Bensal et al., 2025, Reflect, Retry, Reward: Self-Improving LLMs via Reinforcement Learning"
+    trains = "policy (LoRA): GRPO on the reflection tokens of failed problems"
+
+    def next_request(self, task, item, episode: Episode) -> Request:
+        last = episode.steps[-1]
+        reflecting = last.kind == "attempt"
+        return Request(last.messages + [{"role": "assistant", "content": last.text},
+                                        {"role": "user", "content": REFLECT if reflecting else RETRY}],
+                       kind="reflection" if reflecting else "attempt")
+
+    def setup(self, ctx) -> None:
+        self.opts = self.parse_options()
+        if self.opts.group_size < 1:
+            raise ValueError("rrr option group_size must be >= 1")
+        self._logs: dict[str, float] = {}
+
+    def rollout(self, ctx, problems):
+        first = ctx.sample(problems, turns=1)
+        failed = [e for e in first if not e.correct[0]]
+        self._logs = {"first_attempt_acc": sum(e.correct[0] for e in first) / max(len(first), 1),
+                      "failed_problems": float(len(failed))}
+        groups = [Episode(e.item, list(e.steps)) for e in failed for _ in range(self.opts.group_size)]
+        return ctx.sample(None, turns=2, episodes=groups) if groups else []
+
+    def rollout_logs(self) -> dict[str, float]:
+        return self._logs
+
+    def loss(self, batch: RLBatch, ctx) -> LossOutput:
+        return rrr_loss(batch, self.opts)

@@ -1,0 +1,45 @@
+"""`star`: SCoRe's multi-turn STaR baseline, the D+ variant (Zelikman et al., 2022; Kumar et al., 2024 §4).
+
+Each iteration rolls out 2-attempt episodes (attempt 2 answers the correction instruction) with the
+current policy, keeps every trace whose attempt 2 is correct (incorrect->correct AND correct->correct),
+and fine-tunes on them: cross-entropy on attempt 2's tokens given the trace before it (`train_on:
+all` also trains attempt 1). 3 iterations by default, each continuing from the previous one's weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.errors import HarnessError
+from harness.method import register_method
+from harness.training.sft import SFTMethod, SFTOptions, examples_from_episodes
+
+
+@dataclass
+class StarOptions(SFTOptions):
+    iterations: int = 3
+    samples: int = 0  # episodes per problem; 0: the run's samples_per_problem
+    train_on: str = "last"  # last: attempt 2 only | all: both attempts
+
+
+@register_method("star")
+class Star(SFTMethod):
+    name = "star"
+    options_class = StarOptions
+    paper = "Zelikman et al., 2022, STaR (multi-turn D+ variant as in SCoRe §4)"
+    trains = "policy (LoRA): cross-entropy on traces whose attempt 2 is correct, 3 iterations"
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        if self.opts.train_on not in ("last", "all"):
+            raise HarnessError("star option train_on must be last or all")
+
+    def collect(self, ctx, problems):
+        n = self.opts.samples or ctx.config.samples_per_problem
+        episodes = ctx.sample([item for item in problems for _ in range(n)], turns=2)
+        kept = [e for e in episodes if e.correct[1]]
+        examples = examples_from_episodes(kept, ctx, [1] if self.opts.train_on == "last" else [0, 1])
+        count = max(len(episodes), 1)
+        return examples, {"r1": sum(e.correct[0] for e in episodes) / count,
+                          "r2": sum(e.correct[1] for e in episodes) / count,
+                          "kept": float(len(kept)), "kept_i_to_c": float(sum(not e.correct[0] for e in kept))}
