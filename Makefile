@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned to the CPU build on this disk; a range alone would fetch a CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,embedded]'
+	$(PY) -m pip install -q -e '.[dev,embedded,lm-eval]'
 	touch $@
 
 # The main job: the embedded model corrects itself on 20 GSM8K test problems (2 turns, greedy).

@@ -9,6 +9,7 @@ from typing import Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -35,7 +36,8 @@ def user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except HarnessError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            # The message is text: "[embedded]" in an install hint must not be read as rich markup.
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(code=exc.exit_code) from None
 
     return wrapper
@@ -51,6 +53,20 @@ def progress_bar(transient: bool = False) -> Progress:
         console=err_console,
         transient=transient,
     )
+
+
+def eval_progress(bar: Progress, description: str) -> Callable[..., None]:
+    """A task on `bar` for one evaluation; returns evaluate()'s progress callback (tok/s, running Acc)."""
+    job = bar.add_task(description, total=None, status="loading")
+    started = time.perf_counter()
+
+    def show(done: int, total: int, tokens: int, samples: list) -> None:
+        accs = [sum(s["correct"][k] for s in samples) / len(samples) for k in range(2)] if samples else [0, 0]
+        rate = tokens / max(time.perf_counter() - started, 1e-9)
+        bar.update(job, completed=done, total=total,
+                   status=f"{rate:5.1f} tok/s  Acc@t1 {accs[0]:.1%}  Acc@t2 {accs[1]:.1%}")
+
+    return show
 
 
 @app.command("tasks")
@@ -116,7 +132,8 @@ def methods_command() -> None:
         table.add_column(column)
     for name, cls in METHODS.items():
         options = asdict(cls.options_class()) if cls.options_class else {}
-        table.add_row(name, cls.kind, cls.paper, cls.trains, ", ".join(f"{k}={v}" for k, v in options.items()) or "-")
+        cells = (name, cls.kind, cls.paper, cls.trains, ", ".join(f"{k}={v}" for k, v in options.items()) or "-")
+        table.add_row(*(escape(c) for c in cells))  # "[x, y1]" in a description is text, not rich markup
     console.print(table)
 
 
@@ -177,26 +194,92 @@ def eval_command(
         if method == "base":  # label (and prompt) the run as the method that trained it
             config.method = method = trained.get("method", method)
     with progress_bar() as bar:
-        job = bar.add_task(f"{task} · {method} · {model}", total=None, status="loading")
-        started = time.perf_counter()
-
-        def show(done: int, total: int, tokens: int, samples: list) -> None:
-            accs = [sum(s["correct"][k] for s in samples) / len(samples) for k in range(2)] if samples else [0, 0]
-            rate = tokens / max(time.perf_counter() - started, 1e-9)
-            bar.update(job, completed=done, total=total,
-                       status=f"{rate:5.1f} tok/s  Acc@t1 {accs[0]:.1%}  Acc@t2 {accs[1]:.1%}")
-
-        result = evaluate(config, show)
+        result = evaluate(config, eval_progress(bar, f"{task} · {method} · {model}"))
     console.print(metrics_table({method: result.metrics}, title=f"{task} ({split}) · {model} · {turns} turns (%, 95% CI)"))
     note = "all from the store" if result.generated_now == 0 else f"{result.generated_now} generated now"
     console.print(f"{result.metrics.n} problems ({note}), {result.tokens_per_problem:.0f} generated tokens per problem")
     console.print(f"run written to {result.run_dir}")
 
 
+def _print_outputs(outputs, title: str, folder: Path) -> None:
+    from harness.report import metrics_table
+
+    if outputs.metrics:
+        console.print(metrics_table(outputs.metrics, title=title))
+        console.print("generated tokens per problem: " + ", ".join(f"{k} {v:.0f}" for k, v in outputs.tokens.items()))
+    names = ", ".join(str(p.relative_to(folder)) if p.is_relative_to(folder) else str(p) for p in outputs.written)
+    console.print(f"written to {folder}: {names}", highlight=False, soft_wrap=True)
+
+
+def _split_list(values: list[str]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+@app.command("compare")
+@user_errors
+def compare_command(
+    task: str = typer.Option("gsm8k", "--task", "-t", help="Task name (see `harness tasks`)."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods (default: every training-free one); "
+                                                     "a trained method needs its run in --checkpoints."),
+    checkpoints: list[str] = typer.Option([], help="Training-run folders (repeat or comma-separate); each row is "
+                                                   "labelled by the method its config.yaml names."),
+    model: str = typer.Option("embedded", "--model", "-m", help="Alias, hub id, folder or .gguf (the base model)."),
+    split: str = typer.Option("test", help="Which split to evaluate."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N problems (default: all)."),
+    turns: int = typer.Option(2, help="Attempts per problem (K >= 2)."),
+    seed: int = typer.Option(0, help="Sampling seed (the same for every method)."),
+    batch_size: int = typer.Option(8, help="Prompts per generate() call."),
+    max_new_tokens: int = typer.Option(512, help="Cap on each attempt's length."),
+    temperature: float = typer.Option(0.0, help="0 = greedy."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling mass."),
+    dtype: str = typer.Option("auto", help="auto (bf16 on GPU, float32 on CPU), float32, bfloat16, float16."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
+    data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder."),
+    results_dir: Path = typer.Option(Path("results"), help="Root of runs/ and compare/."),
+    out: Optional[Path] = typer.Option(None, help="Comparison folder (default: RESULTS_DIR/compare/<task>-<id>)."),
+    reported: bool = typer.Option(False, "--reported", help="Add the papers' numbers (SCoRe Tab. 2, A2C Tab. IV)."),
+) -> None:
+    """Evaluate methods on the same problems, seeds and sampling settings; write tables (md, csv, tex) and plots.
+
+    Every evaluation is a resumable run under RESULTS_DIR/runs/, so a rerun regenerates nothing stored.
+    `harness report DIR` rebuilds the tables and plots from the stored samples, without a model.
+    """
+    from harness.compare import CompareConfig, plan, run_compare
+
+    config = CompareConfig(task=task, split=split, methods=_split_list([methods]) if methods is not None else None,
+                           checkpoints=_split_list(checkpoints), model=model, limit=limit, turns=turns, seed=seed,
+                           batch_size=batch_size, max_new_tokens=max_new_tokens, temperature=temperature,
+                           top_p=top_p, dtype=dtype, device=device, data_dir=str(data_dir) if data_dir else None,
+                           results_dir=str(results_dir), out=str(out) if out else None, reported=reported)
+    prepared = plan(config)  # every check before any work: a bad input writes nothing
+    with progress_bar() as bar:
+        result = run_compare(prepared, lambda row: eval_progress(bar, f"{task} · {row.label} · {row.eval.model}"))
+    done = ", ".join(f"{k} {'stored' if v == 0 else f'{v} generated now'}" for k, v in result.generated_now.items())
+    console.print(f"{len(prepared.problem_ids)} problems per method ({done})")
+    _print_outputs(result.outputs, f"{task} ({split}) · {model} · {turns} turns (%, 95% CI)", result.folder)
+
+
+@app.command("report")
+@user_errors
+def report_command(
+    path: Path = typer.Argument(..., metavar="RUN_OR_COMPARE_DIR", help="A compare folder, eval run or training run."),
+) -> None:
+    """Regenerate tables and plots from stored samples and logs, without loading a model.
+
+    A comparison folder gets its tables and plots back (byte-identical tables); an eval run gets
+    table.md/csv/tex and plots beside its samples; a training run gets training_curves.png/pdf.
+    """
+    from harness.artifacts import report
+
+    outputs = report(path)
+    _print_outputs(outputs, f"{outputs.title} (%, 95% CI)", path)
+
+
 @app.command("train")
 @user_errors
 def train_command(
-    method: Optional[str] = typer.Option(None, help="A trained method: score, a2c2stage [required unless --resume]."),
+    method: Optional[str] = typer.Option(None, help="A trained method: score, a2c2stage, rrr, pair-sft, star "
+                                                    "[required unless --resume]."),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Task to train on [default: gsm8k]."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Alias, hub id, folder or .gguf [default: embedded]."),
     preset: Optional[str] = typer.Option(None, help="cpu-tiny (tests), cpu-demo (embedded, a few steps), gpu-paper."),
@@ -223,7 +306,7 @@ def train_command(
             raise HarnessError(f"{resume}: not a training run (no config.yaml)")
         config_file = config_file or resume / "config.yaml"
     elif method is None:
-        raise HarnessError("--method is required (score, a2c2stage), unless you --resume a run")
+        raise HarnessError("--method is required (score, a2c2stage, rrr, pair-sft, star), unless you --resume a run")
     config = load_train_config(preset, str(config_file) if config_file else None, set_, explicit)
     with progress_bar() as bar:
         job = bar.add_task(f"train {config.method} · {config.task} · {config.model}", total=config.max_steps,
@@ -231,11 +314,36 @@ def train_command(
 
         def show(step: int, total: int, logs: dict) -> None:
             kl = logs.get("kl1", 0.0) + logs.get("kl2", 0.0)
-            bar.update(job, completed=step, status=f"r1 {logs['r1']:.2f}  r2 {logs['r2']:.2f}  Δ {logs['delta']:+.2f}"
-                                                    f"  KL {kl:.3f}  {logs['step_s']:.1f}s/step")
+            parts = [f"r1 {logs['r1']:.2f}" if "r1" in logs else "", f"r2 {logs['r2']:.2f}" if "r2" in logs else "",
+                     f"Δ {logs['delta']:+.2f}" if "delta" in logs else "", f"KL {kl:.3f}" if kl else "",
+                     f"loss {logs['loss']:.3f}" if "loss" in logs else "", f"{logs['step_s']:.1f}s/step"]
+            bar.update(job, completed=step, status="  ".join(p for p in parts if p))
 
         run_dir = train(config, resume=resume is not None, progress=show)
     console.print(f"run written to {run_dir} (checkpoints under {run_dir / 'checkpoints'}, log in {run_dir / 'log.jsonl'})")
+
+
+@app.command("lm-eval", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+def lm_eval_command(ctx: typer.Context) -> None:
+    """lm-eval's own CLI, with `--model selfcorrect` and the selfcorrect_* tasks added; ARGS pass unchanged.
+
+    Example: harness lm-eval --model selfcorrect --model_args pretrained=Qwen/Qwen2.5-1.5B-Instruct,turns=2
+    --tasks selfcorrect_gsm8k --apply_chat_template. `harness lm-eval --help` shows lm-eval's options.
+    """
+    from harness.lmeval import run_cli
+
+    run_cli(list(ctx.args))
+
+
+@app.command("lm-eval-path")
+@user_errors
+def lm_eval_path_command() -> None:
+    """Print the folder of our lm-eval task configs, for `lm_eval --include_path "$(harness lm-eval-path)"`."""
+    from harness.lmeval import tasks_dir
+
+    print(tasks_dir())
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ policy is the same model with its adapters disabled, so no second copy of the we
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
@@ -16,6 +17,9 @@ def attach_lora(model: torch.nn.Module, settings: LoraSettings, seed: int) -> to
         model.train()
         return model
     from peft import LoraConfig, get_peft_model
+
+    # peft asks transformers 5 a deprecated question on every forward; the answer is right, the warning noise.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
 
     torch.manual_seed(seed)  # LoRA's A matrices are random: same seed, same start
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}

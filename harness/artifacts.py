@@ -1,0 +1,164 @@
+"""Tables and plots from what is stored (samples.jsonl, log.jsonl, compare.json), never from a model.
+
+`harness compare` and `harness report` both write through `write_compare_outputs`, so a report of a
+comparison folder reproduces compare's tables byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.metrics import TurnMetrics, self_correction_metrics
+from harness.reported import reported_rows, sources
+from harness.store import atomic_write_text
+from harness.tables import TableRow, measured_row, render_csv, render_latex, render_markdown
+from harness.tables import reported_row as table_reported_row
+
+
+@dataclass
+class Outputs:
+    kind: str  # "compare" | "eval" | "train"
+    title: str = ""
+    metrics: dict[str, TurnMetrics] = field(default_factory=dict)  # label -> metrics of measured rows
+    tokens: dict[str, float] = field(default_factory=dict)  # label -> generated tokens per problem
+    written: list[Path] = field(default_factory=list)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Whole lines only (a torn last line of a killed run is ignored); never modifies the file."""
+    if not path.is_file():
+        raise HarnessError(f"{path}: not found")
+    records = []
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")[:-1]  # the part after the last newline is empty or torn
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise HarnessError(f"{path}:{lineno}: corrupt line ({exc.msg})") from None
+    return records
+
+
+def read_samples(run_dir: Path, ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """A run's samples, in `ids` order when given (each must be stored), else in file order."""
+    found: dict[str, dict[str, Any]] = {}
+    for record in read_jsonl(run_dir / "samples.jsonl"):
+        found.setdefault(record["id"], record)
+    if ids is None:
+        return list(found.values())
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise HarnessError(f"{run_dir}: {len(missing)} of the compared problems are not stored (first: {missing[0]})")
+    return [found[i] for i in ids]
+
+
+def score(samples: list[dict[str, Any]], turns: int) -> tuple[TurnMetrics, float]:
+    if not samples:
+        raise HarnessError("no samples to score")
+    matrix = np.array([s["correct"][:turns] for s in samples], dtype=bool)
+    tokens = sum(s["generated_tokens"] for s in samples) / len(samples)
+    return self_correction_metrics(matrix), tokens
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
+
+
+def caption(task: str, split: str, model: str, turns: int, temperature: float, seed: int) -> str:
+    decoding = "greedy decoding" if temperature == 0 else f"temperature {temperature:g}"
+    return f"Self-correction on {task} ({split}) with {model}, {turns} attempts, {decoding}, seed {seed}"
+
+
+def write_tables(folder: Path, rows: list[TableRow], turns: int, text: str, label: str,
+                 citations: list[tuple[str, str]] = ()) -> list[Path]:
+    return [atomic_write_text(folder / "table.md", render_markdown(rows, turns, text, citations)),
+            atomic_write_text(folder / "table.csv", render_csv(rows, turns)),
+            atomic_write_text(folder / "table.tex", render_latex(rows, turns, text, label))]
+
+
+def write_metric_plots(folder: Path, metrics: dict[str, TurnMetrics], title: str) -> list[Path]:
+    from harness.plots import accuracy_plot, attempts_plot, flips_plot
+
+    written = accuracy_plot(metrics, title, folder / "accuracy") + flips_plot(metrics, title, folder / "flips")
+    if max(len(m.accuracy) for m in metrics.values()) > 2:
+        written += attempts_plot(metrics, title, folder / "accuracy_by_attempt")
+    return written
+
+
+def write_training_plot(run_dir: Path, stem: Path, title: str) -> list[Path]:
+    from harness.plots import training_plot
+
+    log = read_jsonl(run_dir / "log.jsonl")
+    if not log:
+        raise HarnessError(f"{run_dir / 'log.jsonl'}: no training steps logged yet")
+    return training_plot(log, title, stem)
+
+
+def write_compare_outputs(folder: Path, spec: dict[str, Any]) -> Outputs:
+    """Every table and plot of a comparison folder, from its compare.json `spec` and the runs' samples."""
+    config = spec["config"]
+    turns = config["turns"]
+    out = Outputs("compare")
+    for row in spec["rows"]:
+        samples = read_samples(folder / row["run_dir"], spec["problem_ids"])
+        out.metrics[row["label"]], out.tokens[row["label"]] = score(samples, turns)
+    rows = [measured_row(label, m, out.tokens[label]) for label, m in out.metrics.items()]
+    citations: list[tuple[str, str]] = []
+    if config.get("reported"):
+        rows += [table_reported_row(r) for r in reported_rows()]
+        citations = sources()
+    text = caption(config["task"], config["split"], config["model"], turns, config["temperature"], config["seed"])
+    out.title = f"{config['task']} ({config['split']}), {config['model']}, n = {len(spec['problem_ids'])}"
+    out.written += write_tables(folder, rows, turns, text, f"tab:selfcorrect-{slug(config['task'])}", citations)
+    out.written += write_metric_plots(folder, out.metrics, out.title)
+    for row in spec["rows"]:
+        if row.get("checkpoint"):
+            out.written += write_training_plot(folder / row["checkpoint"], folder / f"training-{slug(row['label'])}",
+                                               f"Training: {row['label']} ({Path(row['checkpoint']).name})")
+    return out
+
+
+def report(path: Path) -> Outputs:
+    """Regenerate a comparison folder's, an eval run's or a training run's tables and plots."""
+    path = Path(path)
+    if not path.is_dir():
+        raise HarnessError(f"{path}: no such folder")
+    if (path / "compare.json").is_file():
+        return write_compare_outputs(path, json.loads((path / "compare.json").read_text(encoding="utf-8")))
+    if (path / "samples.jsonl").is_file():
+        return _report_eval_run(path)
+    if (path / "log.jsonl").is_file():
+        out = Outputs("train", title=path.name)
+        out.written = write_training_plot(path, path / "training_curves", f"Training: {path.name}")
+        return out
+    raise HarnessError(f"{path}: not a comparison (compare.json), eval run (samples.jsonl) or training run (log.jsonl)")
+
+
+def _report_eval_run(path: Path) -> Outputs:
+    import yaml
+
+    config_path = path / "config.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    turns = int(config.get("turns", 2))
+    label = config.get("method", "run")
+    samples = read_samples(path)  # file order: the problems' order for runs grown by --limit
+    if config.get("limit"):
+        samples = samples[: int(config["limit"])]  # the last eval's --limit, as its metrics.json
+    out = Outputs("eval")
+    out.metrics[label], out.tokens[label] = score(samples, turns)
+    task, split, model = config.get("task", "?"), config.get("split", "?"), config.get("model", "?")
+    text = caption(task, split, model, turns, float(config.get("temperature", 0.0)), int(config.get("seed", 0)))
+    out.title = f"{task} ({split}), {model}, n = {len(samples)}"
+    rows = [measured_row(label, out.metrics[label], out.tokens[label])]
+    out.written += write_tables(path, rows, turns, text, f"tab:selfcorrect-{slug(task)}")
+    out.written += write_metric_plots(path, out.metrics, out.title)
+    return out

@@ -1,0 +1,208 @@
+"""`harness compare`: every chosen method on the same problems with the same sampling settings and seed.
+
+Training-free methods run through `evaluate()` directly; trained ones through their training-run
+folders (`--checkpoints`). Each evaluation is an ordinary resumable run under `results/runs/`, so a
+rerun reuses every stored sample. The comparison lands in `results/compare/<task>-<id>/` (id = a
+short hash of the comparison's identity) with compare.json, manifest.json, tables and plots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.artifacts import Outputs, write_compare_outputs
+from harness.errors import HarnessError
+from harness.evaluate import EvalConfig, evaluate
+
+IDENTITY = ("task", "split", "methods", "checkpoints", "model", "limit", "turns", "seed", "max_new_tokens",
+            "temperature", "top_p", "dtype")
+
+
+@dataclass
+class CompareConfig:
+    task: str = "gsm8k"
+    split: str = "test"
+    methods: list[str] | None = None  # None: every registered training-free method
+    checkpoints: list[str] = field(default_factory=list)  # training-run folders of trained methods
+    model: str = "embedded"
+    limit: int | None = None
+    turns: int = 2
+    seed: int = 0
+    batch_size: int = 8
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    dtype: str = "auto"
+    device: str = "auto"
+    data_dir: str | None = None
+    results_dir: str = "results"
+    out: str | None = None  # the comparison folder [default: <results_dir>/compare/<task>-<id>]
+    reported: bool = False  # add the papers' numbers (harness.reported) as rows
+
+    def identity(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in IDENTITY}
+
+    def compare_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+
+    def folder(self) -> Path:
+        return Path(self.out) if self.out else Path(self.results_dir) / "compare" / f"{self.task}-{self.compare_id()}"
+
+
+@dataclass
+class PlannedRow:
+    label: str
+    method: str
+    eval: EvalConfig
+    checkpoint: str | None = None
+
+
+@dataclass
+class Plan:
+    config: CompareConfig
+    rows: list[PlannedRow]
+    problem_ids: list[str]
+
+
+@dataclass
+class CompareResult:
+    folder: Path
+    outputs: Outputs
+    generated_now: dict[str, int]
+
+
+def _trained_run(path: str, model: str) -> tuple[str, str]:
+    """(method, base model) of a training-run folder, after checking it holds a checkpoint."""
+    import yaml
+
+    from harness.training.checkpoint import require_checkpoint
+
+    run = Path(path)
+    require_checkpoint(run)
+    config_path = run / "config.yaml"
+    if not config_path.is_file():
+        raise HarnessError(f"{run}: not a training run (no config.yaml)")
+    trained = yaml.safe_load(config_path.read_text()) or {}
+    if "method" not in trained or "model" not in trained:
+        raise HarnessError(f"{config_path}: names no method or model")
+    if trained["model"] != model:
+        raise HarnessError(f"{run} was trained from model {trained['model']!r}, not --model {model!r}; "
+                           "a comparison needs one base model")
+    return trained["method"], trained["model"]
+
+
+def _check_stored(path: Path, identity: dict[str, Any]) -> None:
+    """A run folder that exists must hold the same settings (evaluate() would refuse it mid-way)."""
+    import yaml
+
+    if path.is_file():
+        stored = yaml.safe_load(path.read_text()) or {}
+        changed = sorted(k for k, v in identity.items() if stored.get(k) != v)
+        if changed:
+            raise HarnessError(f"{path.parent} holds a run with other settings ({', '.join(changed)}); delete it")
+
+
+def plan(config: CompareConfig) -> Plan:
+    """Check everything a comparison needs, before any work: raises HarnessError, writes nothing."""
+    from harness.method import METHODS
+    from harness.task import get_task
+
+    if config.limit is not None and config.limit < 1:
+        raise HarnessError("--limit must be positive")
+    if config.turns < 2:
+        raise HarnessError("--turns must be at least 2 (self-correction needs a second attempt)")
+    task = get_task(config.task)
+    if config.split not in task.splits:
+        raise HarnessError(f"task {config.task!r} has no split {config.split!r}; splits: {', '.join(task.splits)}")
+    config.checkpoints = [os.path.normpath(c) for c in config.checkpoints]
+    if len(set(config.checkpoints)) != len(config.checkpoints):
+        raise HarnessError("--checkpoints names a folder twice")
+    trained = [(c, *_trained_run(c, config.model)) for c in config.checkpoints]
+    if config.methods is None:
+        config.methods = [m for m in METHODS.names() if METHODS.get(m).kind == "prompting"]
+    if len(set(config.methods)) != len(config.methods):
+        raise HarnessError("--methods names a method twice")
+    for name in config.methods + [method for _, method, _ in trained]:
+        METHODS.get(name)  # unknown method: one line, exit 2
+    runs_of = {m: [c for c, method, _ in trained if method == m] for m in {method for _, method, _ in trained}}
+    for name in config.methods:
+        if METHODS.get(name).kind != "prompting" and not runs_of.get(name):
+            raise HarnessError(f"method {name!r} is trained ({METHODS.get(name).kind}): "
+                               f"give its training-run folder with --checkpoints")
+    order = config.methods + sorted(set(runs_of) - set(config.methods), key=[m for _, m, _ in trained].index)
+    shared = dict(task=config.task, split=config.split, model=config.model, limit=config.limit, turns=config.turns,
+                  seed=config.seed, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
+                  temperature=config.temperature, top_p=config.top_p, dtype=config.dtype, device=config.device,
+                  data_dir=config.data_dir, results_dir=config.results_dir)
+    rows: list[PlannedRow] = []
+    for name in order:
+        if not runs_of.get(name):
+            rows.append(PlannedRow(name, name, EvalConfig(method=name, **shared)))
+            continue
+        for run in runs_of[name]:
+            label = name if len(runs_of[name]) == 1 else f"{name} ({Path(run).name})"
+            rows.append(PlannedRow(label, name, EvalConfig(method=name, checkpoint=run, **shared), run))
+    if not rows:
+        raise HarnessError("nothing to compare: give --methods or --checkpoints")
+    for row in rows:
+        row.eval.validate()
+        _check_stored(row.eval.run_dir() / "config.yaml", row.eval.identity())
+    stored = config.folder() / "compare.json"
+    if stored.is_file() and json.loads(stored.read_text()).get("id") != config.compare_id():
+        raise HarnessError(f"{config.folder()} holds another comparison; choose another --out or delete it")
+    items = task.load(config.split, config.data_dir)[: config.limit]
+    if not items:
+        raise HarnessError(f"{config.task} {config.split}: no problems")
+    return Plan(config, rows, [item.id for item in items])
+
+
+def _relative(path: Path, start: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+
+
+def run_compare(prepared: Plan, progress: Callable[[PlannedRow], Callable[..., Any] | None] | None = None
+                ) -> CompareResult:
+    """Evaluate every planned row (resuming from stored samples), then write the comparison folder."""
+    from harness.data import local_data_files
+    from harness.manifest import build_manifest
+    from harness.store import RunStore, atomic_write_json
+    from harness.task import get_task
+
+    config = prepared.config
+    folder = config.folder()
+    generated: dict[str, int] = {}
+    run_dirs: dict[str, Path] = {}
+    for row in prepared.rows:
+        result = evaluate(row.eval, progress(row) if progress else None)
+        generated[row.label] = result.generated_now
+        run_dirs[row.label] = result.run_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "id": config.compare_id(),
+        "config": asdict(config),
+        "problem_ids": prepared.problem_ids,
+        "rows": [{"label": row.label, "method": row.method, "model": row.eval.model,
+                  "trained": row.checkpoint is not None,
+                  "checkpoint": _relative(Path(row.checkpoint), folder) if row.checkpoint else None,
+                  "run_dir": _relative(run_dirs[row.label], folder)} for row in prepared.rows],
+    }
+    outputs = write_compare_outputs(folder, spec)  # tables and plots, from the stored samples
+    for row in spec["rows"]:
+        metrics = outputs.metrics[row["label"]]
+        row.update(n=metrics.n, tokens_per_problem=outputs.tokens[row["label"]], metrics=metrics.to_dict())
+    models = {}
+    for label, run_dir in run_dirs.items():
+        manifest = run_dir / "manifest.json"
+        models[label] = json.loads(manifest.read_text()).get("model") if manifest.is_file() else None
+    task = get_task(config.task)
+    RunStore(folder).write_manifest(build_manifest(
+        asdict(config), config.seed, {"spec": config.model, "runs": models},
+        local_data_files(config.data_dir, task.data_files(config.split))))
+    outputs.written.insert(0, atomic_write_json(folder / "compare.json", spec))
+    outputs.written.insert(1, folder / "manifest.json")
+    return CompareResult(folder, outputs, generated)

@@ -1,0 +1,108 @@
+"""`--model selfcorrect`: lm-eval's HF model answering every generate_until request with K attempts.
+
+Attempt 1 is exactly what `--model hf` generates for the request. Attempt k+1 answers
+[prompt, attempt 1, user: instruction, ..., attempt k, user: instruction] (SCoRe's correction
+instruction by default, as in `harness eval --method base`); the last attempt is what lm-eval scores.
+
+With `--apply_chat_template` the conversation is the one lm-eval built: lm-eval renders each request
+through `apply_chat_template`, which we remember, so later attempts extend that very message list and
+are rendered by the tokenizer's chat template (a `gen_prefix` is repeated at the start of each
+attempt). Without it, the prompt is plain text and so is the continuation:
+`context + attempt + "\\n\\n" + instruction + "\\n\\n"`. Log-likelihood requests are left to HFLM.
+
+Model args besides HFLM's: `turns` (K, default 2), `instruction` (the text between attempts) and
+`attempts_file` (a JSONL file that gets one line per request: its prompts and all its attempts).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from lm_eval.api.model import CacheHook
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from harness.lmeval import MODEL_NAME
+from harness.prompts import SCORE_CORRECTION
+
+logger = logging.getLogger(__name__)
+
+
+class _Request:
+    """What HFLM.generate_until reads from an lm-eval Instance: `.args = (context, gen_kwargs)`."""
+
+    def __init__(self, context: str, gen_kwargs: dict[str, Any]):
+        self.args = (context, gen_kwargs)
+
+
+@register_model(MODEL_NAME)
+class SelfCorrectLM(HFLM):
+    def __init__(self, pretrained: Any = None, turns: int = 2, instruction: str | None = None,
+                 attempts_file: str | None = None, **kwargs: Any) -> None:
+        turns = int(turns)
+        if turns < 1:
+            raise ValueError(f"turns must be >= 1, got {turns}")
+        super().__init__(pretrained=pretrained, **kwargs)
+        self.turns = turns
+        self.instruction = instruction or SCORE_CORRECTION
+        self.attempts_file = Path(attempts_file) if attempts_file else None
+        self.attempt_log: list[dict[str, Any]] = []  # per request: context, prompts, attempts
+        self._chats: dict[str, tuple[list[dict[str, str]], bool]] = {}  # rendered prompt -> (messages, gen prompt?)
+        self._warned_plain = False
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        rendered = super().apply_chat_template(chat_history, add_generation_prompt)
+        self._chats[rendered] = ([dict(m) for m in chat_history], add_generation_prompt)
+        return rendered
+
+    def next_prompt(self, context: str, attempts: list[str]) -> str:
+        """The prompt of attempt len(attempts) + 1 for a request whose prompt was `context`."""
+        chat = self._chats.get(context)
+        if chat is None:
+            if not self._warned_plain:
+                logger.warning("selfcorrect: prompts are plain text (no --apply_chat_template); later attempts "
+                               "continue the text. Chat models want --apply_chat_template.")
+                self._warned_plain = True
+            return context + "".join(f"{attempt}\n\n{self.instruction}\n\n" for attempt in attempts)
+        history, add_generation_prompt = chat
+        messages = copy.deepcopy(history)
+        prefix = ""
+        if not add_generation_prompt and messages and messages[-1]["role"] == "assistant":
+            prefix = messages.pop()["content"]  # a gen_prefix that starts every attempt
+        for attempt in attempts:
+            messages += [{"role": "assistant", "content": prefix + attempt},
+                         {"role": "user", "content": self.instruction}]
+        if prefix:
+            messages.append({"role": "assistant", "content": prefix})
+        return HFLM.apply_chat_template(self, messages, add_generation_prompt=not prefix)
+
+    def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
+        contexts = [req.args[0] for req in requests]
+        gen_kwargs = [req.args[1] for req in requests]
+        records = [{"context": c, "prompts": [], "attempts": []} for c in contexts]
+        prompts = list(contexts)
+        outer_hook, self.cache_hook = self.cache_hook, CacheHook(None)  # cache final answers only
+        try:
+            for turn in range(self.turns):
+                batch = [_Request(p, copy.deepcopy(g)) for p, g in zip(prompts, gen_kwargs)]
+                outputs = super().generate_until(batch, disable_tqdm=disable_tqdm)
+                for record, prompt, output in zip(records, prompts, outputs):
+                    record["prompts"].append(prompt)
+                    record["attempts"].append(output)
+                if turn + 1 < self.turns:
+                    prompts = [self.next_prompt(r["context"], r["attempts"]) for r in records]
+        finally:
+            self.cache_hook = outer_hook
+        for context, kwargs, record in zip(contexts, gen_kwargs, records):
+            self.cache_hook.add_partial("generate_until", (context, kwargs), record["attempts"][-1])
+        self.attempt_log.extend(records)
+        if self.attempts_file is not None:
+            self.attempts_file.parent.mkdir(parents=True, exist_ok=True)
+            with self.attempts_file.open("a", encoding="utf-8") as fh:
+                for record in records:
+                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return [record["attempts"][-1] for record in records]

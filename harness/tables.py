@@ -1,0 +1,149 @@
+"""Comparison tables as files: Markdown and LaTeX for people (values with 95% intervals, percent),
+CSV for machines (value, low and high in separate numeric columns). Rendering is a pure function of
+the rows, so the same samples always give the same bytes."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+
+from harness.metrics import TurnMetrics
+from harness.reported import ReportedRow
+
+Cell = tuple[float, "float | None", "float | None"]  # (value, low, high) in percent; low/high None: no interval
+
+
+@dataclass(frozen=True)
+class TableRow:
+    label: str
+    kind: str  # "measured" | "reported"
+    cells: dict[str, Cell] = field(default_factory=dict)  # statistic key -> cell; a missing key is blank
+    n: int | None = None
+    mcnemar_p: float | None = None
+    tokens_per_problem: float | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    markdown: str
+    latex: str
+    signed: bool = False
+
+
+def columns(turns: int) -> list[Column]:
+    acc = [Column(f"acc_t{k}", f"Acc@t{k}", f"Acc@t$_{k}$") for k in range(1, turns + 1)]
+    return [*acc, Column("delta", "Δ(t1,t2)", r"$\Delta(t_1,t_2)$", signed=True),
+            Column("i_to_c", "Δi→c", r"$\Delta^{i\to c}$"), Column("c_to_i", "Δc→i", r"$\Delta^{c\to i}$")]
+
+
+def measured_row(label: str, metrics: TurnMetrics, tokens_per_problem: float) -> TableRow:
+    estimates = [*metrics.accuracy, metrics.delta, metrics.incorrect_to_correct, metrics.correct_to_incorrect]
+    keys = [c.key for c in columns(len(metrics.accuracy))]
+    cells = {key: (e.value * 100, e.low * 100, e.high * 100) for key, e in zip(keys, estimates)}
+    return TableRow(label, "measured", cells, metrics.n, metrics.mcnemar_p, tokens_per_problem)
+
+
+def reported_row(row: ReportedRow) -> TableRow:
+    values = {"acc_t1": row.acc_t1, "acc_t2": row.acc_t2, "delta": row.delta, "i_to_c": row.i_to_c, "c_to_i": row.c_to_i}
+    return TableRow(f"{row.label} (reported, {row.short_source})", "reported",
+                    {k: (v, None, None) for k, v in values.items()}, source=row.short_source)
+
+
+def _number(x: float, signed: bool, minus: str) -> str:
+    text = f"{x:+.1f}" if signed else f"{x:.1f}"
+    if text.lstrip("+-") == "0.0":  # no "-0.0"
+        text = "+0.0" if signed else "0.0"
+    return text.replace("-", minus)
+
+
+def cell_text(cell: Cell | None, signed: bool, minus: str = "-") -> str:
+    if cell is None:
+        return ""
+    value, low, high = cell
+    text = _number(value, signed, minus)
+    if low is not None and high is not None:
+        text += f" [{_number(low, signed, minus)}, {_number(high, signed, minus)}]"
+    return text
+
+
+def _p(row: TableRow) -> str:
+    return "" if row.mcnemar_p is None else f"{row.mcnemar_p:.3g}"
+
+
+def _tokens(row: TableRow) -> str:
+    return "" if row.tokens_per_problem is None else f"{row.tokens_per_problem:.0f}"
+
+
+NOTE = ("Accuracy in %; 95% paired bootstrap confidence intervals in brackets (2000 resamples over problems); "
+        "Δ(t1,t2) = Acc@t2 − Acc@t1; Δi→c (Δc→i): problems wrong (right) at attempt 1 and right (wrong) at "
+        "attempt 2, as % of all n; McNemar p: exact test of attempt 1 against attempt 2; tokens: generated per problem.")
+
+
+def render_markdown(rows: list[TableRow], turns: int, caption: str, citations: list[tuple[str, str]] = ()) -> str:
+    cols = columns(turns)
+    header = ["Method", *(c.markdown for c in cols), "n", "McNemar p", "Tokens/problem"]
+    lines = [f"**{caption}**", "", "| " + " | ".join(header) + " |",
+             "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|"]
+    for row in rows:
+        cells = [row.label.replace("|", r"\|"), *(cell_text(row.cells.get(c.key), c.signed) for c in cols),
+                 "" if row.n is None else str(row.n), _p(row), _tokens(row)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", NOTE]
+    for short, full in citations:
+        lines.append(f"Reported ({short}): {full}.")
+    return "\n".join(lines) + "\n"
+
+
+def _csv_number(x: float | None) -> str:
+    return "" if x is None else format(x, ".10g")
+
+
+def render_csv(rows: list[TableRow], turns: int) -> str:
+    cols = columns(turns)
+    header = ["method", "kind", "source", "n"]
+    for c in cols:
+        header += [f"{c.key}_pct", f"{c.key}_low_pct", f"{c.key}_high_pct"]
+    header += ["mcnemar_p", "tokens_per_problem"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        line = [row.label, row.kind, row.source, "" if row.n is None else str(row.n)]
+        for c in cols:
+            value, low, high = row.cells.get(c.key, (None, None, None))
+            line += [_csv_number(value), _csv_number(low), _csv_number(high)]
+        line += [_csv_number(row.mcnemar_p), _csv_number(row.tokens_per_problem)]
+        writer.writerow(line)
+    return buffer.getvalue()
+
+
+def latex_escape(text: str) -> str:
+    special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(special.get(ch, ch) for ch in text)
+
+
+def render_latex(rows: list[TableRow], turns: int, caption: str, label: str) -> str:
+    """A booktabs table (pandas Styler.to_latex, hrules=True); reported rows below a rule of their own."""
+    import pandas as pd
+
+    cols = columns(turns)
+    header = ["Method", *(c.latex for c in cols), "$n$", "McNemar $p$", "Tokens"]
+    body = [[latex_escape(row.label), *(cell_text(row.cells.get(c.key), c.signed, minus="$-$") for c in cols),
+             "" if row.n is None else str(row.n), _p(row).replace("-", "$-$"), _tokens(row)] for row in rows]
+    frame = pd.DataFrame(body, columns=header)
+    text = frame.style.hide(axis="index").to_latex(
+        hrules=True, column_format="l" + "r" * (len(header) - 1), position="t", position_float="centering",
+        caption=latex_escape(caption) + r". Accuracy in \%, 95\% paired bootstrap CI in brackets; "
+                                        r"McNemar $p$: attempt 1 vs.\ attempt 2.",
+        label=label)
+    measured = sum(row.kind == "measured" for row in rows)
+    if 0 < measured < len(rows):  # a rule between our numbers and the papers'
+        lines = text.splitlines()
+        start = lines.index(r"\midrule") + 1
+        lines.insert(start + measured, r"\midrule")
+        text = "\n".join(lines) + "\n"
+    return text
