@@ -202,3 +202,19 @@ def test_report_tables_equal_the_metrics_of_the_samples(tmp_path):
     assert (trained / "training_curves.png").is_file() and (trained / "training_curves.pdf").is_file()
     bad = runner.invoke(app, ["report", str(tmp_path)])
     assert bad.exit_code == 2 and "not a comparison" in bad.output
+
+
+def test_report_rebuilds_the_committed_reference_tables_byte_for_byte(tmp_path):
+    """The reference comparison in results/reference was written by `harness compare`; `report` on a copy
+    must give back exactly the committed tables (the numbers and their format cannot drift unnoticed)."""
+    import shutil
+
+    from harness.artifacts import report
+
+    source = Path(__file__).resolve().parents[1] / "results" / "reference"
+    folder = next((source / "compare").iterdir())
+    copy = tmp_path / "reference"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("checkpoints", "train"))
+    report(copy / "compare" / folder.name)
+    for name in ("table.md", "table.csv", "table.tex"):
+        assert (copy / "compare" / folder.name / name).read_bytes() == (folder / name).read_bytes(), name
