@@ -1,5 +1,5 @@
 """Run by tests/test_ddp.py, once plainly and once under `accelerate launch --num_processes 2`:
-one optimizer update of SCoRe's loss on a fixed global batch of episodes. Each process takes a
+one optimizer update of a method's loss (argv[3]) on a fixed global batch of episodes. Each process takes a
 contiguous half of the problems; rank 0 saves the averaged gradients and the updated weights."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from harness.training.loop import Trainer  # noqa: E402
 def main() -> None:
     episodes_path, out_path = Path(sys.argv[1]), Path(sys.argv[2])
     config = load_train_config("cpu-tiny", None, ["task=toy-digit", "problems_per_step=4", "samples_per_problem=2",
-                                                  "max_new_tokens=4", "lr=1e-2"], {"method": "score"})
+                                                  "max_new_tokens=4", "lr=1e-2"], {"method": sys.argv[3]})
     trainer = Trainer(config, out_path.parent / "run")
     episodes = pickle.loads(episodes_path.read_bytes())
     problems = list(dict.fromkeys(e.item.id for e in episodes))
@@ -39,6 +39,9 @@ def main() -> None:
     trainer.update([e for e in episodes if e.item.id in mine])
     if trainer.accelerator.is_main_process:
         weights = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if p.requires_grad}
+        # A method's own modules (a2c2stage's critic adapter and head), after its own optimizer stepped.
+        state = trainer.method.state_dict()
+        weights.update({f"method.{part}.{k}": v for part in ("backbone", "head") for k, v in state.get(part, {}).items()})
         save_file({**{f"grad.{k}": v for k, v in grads.items()}, **{f"weight.{k}": v for k, v in weights.items()},
                    "world_size": torch.tensor([world])}, str(out_path))
     trainer.accelerator.wait_for_everyone()
