@@ -69,6 +69,18 @@ def eval_progress(bar: Progress, description: str) -> Callable[..., None]:
     return show
 
 
+# Rollout options shared by `eval` and `compare` (same defaults and help in both).
+ROLLOUT_SPLIT = typer.Option("test", help="Which split to evaluate.")
+ROLLOUT_LIMIT = typer.Option(None, help="Only the first N problems (default: all).")
+ROLLOUT_TURNS = typer.Option(2, help="Attempts per problem (K >= 2).")
+ROLLOUT_BATCH_SIZE = typer.Option(8, help="Prompts per generate() call.")
+ROLLOUT_MAX_NEW_TOKENS = typer.Option(512, help="Cap on each attempt's length.")
+ROLLOUT_TEMPERATURE = typer.Option(0.0, help="0 = greedy.")
+ROLLOUT_TOP_P = typer.Option(1.0, help="Nucleus sampling mass.")
+ROLLOUT_DTYPE = typer.Option("auto", help="auto (bf16 on GPU, float32 on CPU), float32, bfloat16, float16.")
+ROLLOUT_DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps.")
+
+
 @app.command("tasks")
 @user_errors
 def tasks_command() -> None:
@@ -90,8 +102,8 @@ def tasks_command() -> None:
 def grade_command(
     input_path: Path = typer.Argument(..., metavar="IN.jsonl", help="Lines with 'answer' (gold) and 'response'."),
     task_name: str = typer.Option(..., "--task", "-t", help="Which grader: gsm8k, math, math500, countdown."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output JSONL [default: IN.graded.jsonl]."),
-    workers: int = typer.Option(0, help="Grading processes [default: one per core]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output JSONL (default: IN.graded.jsonl)."),
+    workers: int = typer.Option(0, help="Grading processes (default: one per core)."),
 ) -> None:
     """Grade stored responses: each output line is the input line plus correct, extracted and reason.
 
@@ -160,18 +172,18 @@ def eval_command(
     task: str = typer.Option("gsm8k", "--task", "-t", help="Task name (see `harness tasks`)."),
     model: str = typer.Option("embedded", "--model", "-m", help="Alias, hub id, folder or .gguf (see `harness models`)."),
     method: str = typer.Option("base", help="How attempt k+1 is asked for."),
-    split: str = typer.Option("test", help="Which split to evaluate."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N problems [default: all]."),
-    turns: int = typer.Option(2, help="Attempts per problem (K >= 2)."),
+    split: str = ROLLOUT_SPLIT,
+    limit: Optional[int] = ROLLOUT_LIMIT,
+    turns: int = ROLLOUT_TURNS,
     seed: int = typer.Option(0, help="Sampling seed."),
-    batch_size: int = typer.Option(8, help="Prompts per generate() call."),
-    max_new_tokens: int = typer.Option(512, help="Cap on each attempt's length."),
-    temperature: float = typer.Option(0.0, help="0 = greedy."),
-    top_p: float = typer.Option(1.0, help="Nucleus sampling mass."),
-    dtype: str = typer.Option("auto", help="auto (bf16 on GPU, float32 on CPU), float32, bfloat16, float16."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
+    batch_size: int = ROLLOUT_BATCH_SIZE,
+    max_new_tokens: int = ROLLOUT_MAX_NEW_TOKENS,
+    temperature: float = ROLLOUT_TEMPERATURE,
+    top_p: float = ROLLOUT_TOP_P,
+    dtype: str = ROLLOUT_DTYPE,
+    device: str = ROLLOUT_DEVICE,
     data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder [env HARNESS_DATA_DIR]."),
-    out: Optional[Path] = typer.Option(None, help="Run folder [default: results/runs/<task>-<method>-<model>-...]."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default: results/runs/<task>-<method>-<model>-...)."),
     checkpoint: Optional[Path] = typer.Option(None, help="A training run folder: evaluate its trained policy."),
 ) -> None:
     """Roll out K-attempt self-correction episodes and print Acc@t1, Acc@t2, Δ, Δi→c, Δc→i.
@@ -224,16 +236,16 @@ def compare_command(
     checkpoints: list[str] = typer.Option([], help="Training-run folders (repeat or comma-separate); each row is "
                                                    "labelled by the method its config.yaml names."),
     model: str = typer.Option("embedded", "--model", "-m", help="Alias, hub id, folder or .gguf (the base model)."),
-    split: str = typer.Option("test", help="Which split to evaluate."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N problems (default: all)."),
-    turns: int = typer.Option(2, help="Attempts per problem (K >= 2)."),
+    split: str = ROLLOUT_SPLIT,
+    limit: Optional[int] = ROLLOUT_LIMIT,
+    turns: int = ROLLOUT_TURNS,
     seed: int = typer.Option(0, help="Sampling seed (the same for every method)."),
-    batch_size: int = typer.Option(8, help="Prompts per generate() call."),
-    max_new_tokens: int = typer.Option(512, help="Cap on each attempt's length."),
-    temperature: float = typer.Option(0.0, help="0 = greedy."),
-    top_p: float = typer.Option(1.0, help="Nucleus sampling mass."),
-    dtype: str = typer.Option("auto", help="auto (bf16 on GPU, float32 on CPU), float32, bfloat16, float16."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
+    batch_size: int = ROLLOUT_BATCH_SIZE,
+    max_new_tokens: int = ROLLOUT_MAX_NEW_TOKENS,
+    temperature: float = ROLLOUT_TEMPERATURE,
+    top_p: float = ROLLOUT_TOP_P,
+    dtype: str = ROLLOUT_DTYPE,
+    device: str = ROLLOUT_DEVICE,
     data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder."),
     results_dir: Path = typer.Option(Path("results"), help="Root of runs/ and compare/."),
     out: Optional[Path] = typer.Option(None, help="Comparison folder (default: RESULTS_DIR/compare/<task>-<id>)."),
@@ -279,16 +291,16 @@ def report_command(
 @user_errors
 def train_command(
     method: Optional[str] = typer.Option(None, help="A trained method: score, a2c2stage, rrr, pair-sft, star "
-                                                    "[required unless --resume]."),
-    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task to train on [default: gsm8k]."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Alias, hub id, folder or .gguf [default: embedded]."),
+                                                    "(required unless --resume)."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task to train on (default: gsm8k)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Alias, hub id, folder or .gguf (default: embedded)."),
     preset: Optional[str] = typer.Option(None, help="cpu-tiny (tests), cpu-demo (embedded, a few steps), gpu-paper."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig fields."),
     max_steps: Optional[int] = typer.Option(None, help="Optimizer steps."),
     seed: Optional[int] = typer.Option(None, help="Seed for data order, sampling and LoRA init."),
     set_: list[str] = typer.Option([], "--set", help="Override any field: --set lr=1e-5 --set method_options.alpha=5."),
     data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder [env HARNESS_DATA_DIR]."),
-    out: Optional[Path] = typer.Option(None, help="Run folder [default: results/runs/train-<method>-<task>-...]."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default: results/runs/train-<method>-<task>-...)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last checkpoint."),
 ) -> None:
     """Train a self-correction method; writes config, manifest, log.jsonl, TensorBoard logs, checkpoints.

@@ -11,37 +11,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.artifacts import Outputs, write_compare_outputs
 from harness.errors import HarnessError
-from harness.evaluate import EvalConfig, evaluate
+from harness.evaluate import EvalConfig, RolloutSettings, evaluate
 
 IDENTITY = ("task", "split", "methods", "checkpoints", "model", "limit", "turns", "seed", "max_new_tokens",
             "temperature", "top_p", "dtype")
 
 
 @dataclass
-class CompareConfig:
-    task: str = "gsm8k"
-    split: str = "test"
+class CompareConfig(RolloutSettings):
+    """The shared rollout settings (`out` is the comparison folder [default:
+    <results_dir>/compare/<task>-<id>]), and what is compared."""
+
     methods: list[str] | None = None  # None: every registered training-free method
     checkpoints: list[str] = field(default_factory=list)  # training-run folders of trained methods
-    model: str = "embedded"
-    limit: int | None = None
-    turns: int = 2
-    seed: int = 0
-    batch_size: int = 8
-    max_new_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
-    dtype: str = "auto"
-    device: str = "auto"
-    data_dir: str | None = None
-    results_dir: str = "results"
-    out: str | None = None  # the comparison folder [default: <results_dir>/compare/<task>-<id>]
     reported: bool = False  # add the papers' numbers (harness.reported) as rows
 
     def identity(self) -> dict[str, Any]:
@@ -135,10 +123,7 @@ def plan(config: CompareConfig) -> Plan:
             raise HarnessError(f"method {name!r} is trained ({METHODS.get(name).kind}): "
                                f"give its training-run folder with --checkpoints")
     order = config.methods + sorted(set(runs_of) - set(config.methods), key=[m for _, m, _ in trained].index)
-    shared = dict(task=config.task, split=config.split, model=config.model, limit=config.limit, turns=config.turns,
-                  seed=config.seed, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
-                  temperature=config.temperature, top_p=config.top_p, dtype=config.dtype, device=config.device,
-                  data_dir=config.data_dir, results_dir=config.results_dir)
+    shared = {f.name: getattr(config, f.name) for f in fields(RolloutSettings) if f.name != "out"}
     rows: list[PlannedRow] = []
     for name in order:
         if not runs_of.get(name):

@@ -22,10 +22,11 @@ NOT_IDENTITY = {"limit", "batch_size", "out", "data_dir", "device", "results_dir
 
 
 @dataclass
-class EvalConfig:
+class RolloutSettings:
+    """What every evaluation of a comparison shares: the problems, the model and the sampling."""
+
     task: str = "gsm8k"
     split: str = "test"
-    method: str = "base"
     model: str = "embedded"
     limit: int | None = None
     turns: int = 2
@@ -36,11 +37,16 @@ class EvalConfig:
     top_p: float = 1.0
     dtype: str = "auto"
     device: str = "auto"
-    system_prompt: str | None = None
-    correction_instruction: str | None = None
     data_dir: str | None = None
     out: str | None = None
     results_dir: str = "results"
+
+
+@dataclass
+class EvalConfig(RolloutSettings):
+    method: str = "base"
+    system_prompt: str | None = None
+    correction_instruction: str | None = None
     checkpoint: str | None = None  # a training run folder: evaluate its trained policy
 
     def identity(self) -> dict[str, Any]:
