@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.errors import HarnessError
 from harness.method import Method, Request, register_method
 from harness.prompts import ANSWER_FORMAT
 from harness.rollout.episode import Episode
@@ -77,6 +78,10 @@ class ReflectRetryReward(Method):
         self.opts = self.parse_options()
         if self.opts.group_size < 1:
             raise ValueError("rrr option group_size must be >= 1")
+        if ctx.accelerator.num_processes > 1:
+            # Each process would train on its own number of failed problems (possibly none): DDP's collective
+            # backward would wait forever. Until episodes are balanced across processes, refuse cleanly.
+            raise HarnessError("rrr does not run multi-process yet (failed problems differ per process)")
         self._logs: dict[str, float] = {}
 
     def rollout(self, ctx, problems):
