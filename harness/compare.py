@@ -134,6 +134,10 @@ def plan(config: CompareConfig) -> Plan:
             rows.append(PlannedRow(label, name, EvalConfig(method=name, checkpoint=run, **shared), run))
     if not rows:
         raise HarnessError("nothing to compare: give --methods or --checkpoints")
+    labels = [row.label for row in rows]
+    if len(set(labels)) != len(labels):  # e.g. a/run and b/run of one method: the table is keyed by label
+        twice = next(label for label in labels if labels.count(label) > 1)
+        raise HarnessError(f"two rows would both be labelled {twice!r}: give the training runs distinct folder names")
     for row in rows:
         row.eval.validate()
         _check_stored(row.eval.run_dir() / "config.yaml", row.eval.identity())

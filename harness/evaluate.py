@@ -48,9 +48,13 @@ class EvalConfig(RolloutSettings):
     system_prompt: str | None = None
     correction_instruction: str | None = None
     checkpoint: str | None = None  # a training run folder: evaluate its trained policy
+    checkpoint_step: str | None = None  # its latest checkpoint (set by validate): a later one is another run
 
     def identity(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_IDENTITY}
+        found = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_IDENTITY}
+        if found["checkpoint_step"] is None:  # absent, not None: runs of the base model keep their ids
+            del found["checkpoint_step"]
+        return found
 
     def run_dir(self) -> Path:
         if self.out:
@@ -60,6 +64,10 @@ class EvalConfig(RolloutSettings):
         return Path(self.results_dir) / "runs" / f"{self.task}-{self.method}-{model}-t{self.turns}-{digest}"
 
     def validate(self) -> None:
+        if self.checkpoint:
+            from harness.training.checkpoint import require_checkpoint
+
+            self.checkpoint_step = require_checkpoint(Path(self.checkpoint)).name
         if self.turns < 2:
             raise HarnessError("--turns must be at least 2 (self-correction needs a second attempt)")
         if self.limit is not None and self.limit < 1:
@@ -96,11 +104,7 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
     from harness.models import load_model
     from harness.rollout import HFGenerator, SamplingParams, run_episodes
 
-    config.validate()
-    if config.checkpoint:
-        from harness.training.checkpoint import require_checkpoint
-
-        require_checkpoint(Path(config.checkpoint))  # fail before any work
+    config.validate()  # a checkpoint folder without a checkpoint fails here, before any work
     task = get_task(config.task)
     method = get_method(config.method, system_prompt=config.system_prompt,
                         correction_instruction=config.correction_instruction)

@@ -31,7 +31,7 @@ def _rows(source: str, short: str, table: list[tuple[str, float, float, float, f
 
 
 REPORTED: list[ReportedRow] = [
-    *_rows(SCORE_TABLE_2, "SCoRe Tab. 2", [
+    *_rows(SCORE_TABLE_2, "SCoRe Tab. 2, MATH500", [
         # method            Acc@t1 Acc@t2 Δ(t1,t2) Δi→c  Δc→i
         ("Base",            52.6,  41.4,  -11.2,   4.6,  15.8),
         ("Self-Refine",     52.8,  51.8,  -1.0,    3.2,  4.2),

@@ -81,7 +81,7 @@ def test_compare_writes_tables_and_plots_and_report_reproduces_them(tmp_path, da
         ("60", "64.4", "4.4", "5.8", "1.4")
     assert score["acc_t1_low_pct"] == score["n"] == ""
     markdown = (folder / "table.md").read_text()
-    assert "| Base (reported, SCoRe Tab. 2) | 52.6 | 41.4 | -11.2 | 4.6 | 15.8 |  |  |  |" in markdown
+    assert "| Base (reported, SCoRe Tab. 2, MATH500) | 52.6 | 41.4 | -11.2 | 4.6 | 15.8 |  |  |  |" in markdown
     assert "| A2C, Gemma 2 2B (reported, A2C Tab. IV) | 39.0 | 42.2 | +3.2 | 6.2 | 0.3 |" in markdown
     assert "| base | 0.0 [0.0, 0.0] |" in markdown and "arXiv:2409.12917" in markdown
     tex = (folder / "table.tex").read_text()

@@ -33,9 +33,12 @@ def run_episodes(
     else:
         pending = {}
         for i, episode in enumerate(episodes):
-            request = method.next_request(task, episode.item, episode) if len(episode.attempts) < turns else None
-            if request is not None:
-                pending[i] = request
+            if len(episode.attempts) < turns:
+                request = method.next_request(task, episode.item, episode)
+                if request is None:
+                    _carry(episode, turns)
+                else:
+                    pending[i] = request
     round_index = 0
     while pending:
         order = list(pending)
@@ -63,13 +66,18 @@ def run_episodes(
             if len(episode.attempts) >= turns:
                 continue
             request = method.next_request(task, episode.item, episode)
-            if request is None:  # the method is satisfied: its last attempt stands for the rest
-                last = episode.attempts[-1]
-                while len(episode.attempts) < turns:
-                    episode.steps.append(replace(last, prompt_tokens=0, completion_tokens=0, seconds=0.0, carried=True))
+            if request is None:
+                _carry(episode, turns)
             else:
                 pending[i] = request
     return episodes
+
+
+def _carry(episode: Episode, turns: int) -> None:
+    """The method is satisfied: its last attempt stands for the remaining turns."""
+    last = episode.attempts[-1]
+    while len(episode.attempts) < turns:
+        episode.steps.append(replace(last, prompt_tokens=0, completion_tokens=0, seconds=0.0, carried=True))
 
 
 def _continuation(generator: Generator, episode: Episode, request: Request) -> list[int] | None:

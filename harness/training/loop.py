@@ -79,7 +79,7 @@ class Trainer:
         self.generator = HFGenerator(self.policy, self.tokenizer, config.batch_size)
         self.eos_ids = self.generator.eos_ids()
         self.pool = None  # the grading pool, set by train()
-        self._sample_calls = (0, 0)  # (step, calls in it): each sampling call of a step gets its own seed
+        self._sample_calls = (-1, 0)  # (step, calls in it): each sampling call of a step gets its own seed
         self.context = TrainContext(self.accelerator, self.policy, self.tokenizer, config, self.accelerator.device,
                                     self.task, self.generator, self.eos_ids, self.sample)
         self.method.setup(self.context)
@@ -115,7 +115,7 @@ class Trainer:
         self._sample_calls = (self.step, calls)
         params = SamplingParams(self.config.temperature, self.config.top_p, self.config.max_new_tokens, 1,
                                 seed=self.config.seed * 1_000_003 + self.step * 101 + self.accelerator.process_index
-                                + 7_777 * calls)
+                                + 1_000_000_007 * calls)  # a prime: no (step, call) pair shares a seed
         self.policy.eval()
         try:
             return run_episodes(self.task, self.method, items or [], self.generator, params, turns, self.pool,
@@ -196,6 +196,9 @@ class Trainer:
         rows = list(range(len(examples)))
         micro = [rows[i::parts] for i in range(parts)]
         total_tokens = float(sequences.action_masks.sum())
+        if total_tokens == 0:  # only empty targets (e.g. attempts cut at 0 tokens): nothing to learn from
+            self.step += 1
+            return {"skipped": 1.0}
         loss_sum = 0.0
         for chunk in micro:
             part = sequences.select(chunk).to(self.accelerator.device)

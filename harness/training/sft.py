@@ -10,7 +10,6 @@ on exactly the data it collected before.
 from __future__ import annotations
 
 import json
-import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,7 +81,7 @@ def cross_entropy(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @dataclass
 class SFTOptions:
     iterations: int = 1  # collect-then-fit rounds
-    steps_per_iteration: int = 0  # 0: max_steps split evenly over the iterations (fixed when the run starts)
+    steps_per_iteration: int = 0  # 0: max_steps // iterations, the last takes the rest (fixed when the run starts)
     collect_problems: int = 0  # problems sampled per iteration; 0: problems_per_step x steps per iteration
 
 
@@ -121,7 +120,8 @@ class SFTSchedule:
         if path.is_file():
             fixed = json.loads(path.read_text())
         else:
-            per = opts.steps_per_iteration or math.ceil(max_steps / opts.iterations)
+            # Whole iterations first, the last absorbs the remainder (3 iterations over 4 steps: 0, 1, 2, 2).
+            per = opts.steps_per_iteration or max(1, max_steps // opts.iterations)
             fixed = {"iterations": opts.iterations, "steps_per_iteration": per,
                      "collect_problems": opts.collect_problems or problems_per_step * per}
         return cls(fixed["iterations"], fixed["steps_per_iteration"], fixed["collect_problems"], seed, folder)
