@@ -120,8 +120,16 @@ def test_cli_train_then_eval_checkpoint(tmp_path, data_dir, method):
     again = runner.invoke(app, ["train", "--method", method, "--task", "gsm8k", "--preset", "cpu-tiny",
                                 "--data-dir", str(data_dir), "--out", str(run)])
     assert again.exit_code == 2 and "--resume" in again.output
+    from harness.evaluate import EvalConfig
+
+    at_step_2 = EvalConfig(checkpoint=str(run), model="tiny-random")
+    at_step_2.validate()
     resumed = runner.invoke(app, ["train", "--resume", str(run), "--max-steps", "3"])
     assert resumed.exit_code == 0, resumed.output
+    at_step_3 = EvalConfig(checkpoint=str(run), model="tiny-random")
+    at_step_3.validate()  # a later checkpoint is another policy: its samples must not be reused
+    assert (at_step_2.checkpoint_step, at_step_3.checkpoint_step) == ("step-000002", "step-000003")
+    assert at_step_2.run_dir() != at_step_3.run_dir()
     assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
     evaluated = runner.invoke(app, ["eval", "--checkpoint", str(run), "--task", "gsm8k", "--limit", "2",
                                     "--max-new-tokens", "4", "--data-dir", str(data_dir), "--out", str(tmp_path / "ev")])
