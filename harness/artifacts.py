@@ -108,6 +108,9 @@ def write_compare_outputs(folder: Path, spec: dict[str, Any]) -> Outputs:
     config = spec["config"]
     turns = config["turns"]
     out = Outputs("compare")
+    for row in spec["rows"]:  # everything a table or plot needs is checked before anything is written
+        if row.get("checkpoint") and not (folder / row["checkpoint"] / "log.jsonl").is_file():
+            raise HarnessError(f"{folder / row['checkpoint']}: no log.jsonl for the training curves of {row['label']!r}")
     for row in spec["rows"]:
         samples = read_samples(folder / row["run_dir"], spec["problem_ids"])
         out.metrics[row["label"]], out.tokens[row["label"]] = score(samples, turns)

@@ -65,6 +65,10 @@ class Method:
         """The episodes one RL step learns from: `samples_per_problem` 2-attempt episodes per problem."""
         return ctx.sample([item for item in problems for _ in range(ctx.config.samples_per_problem)], turns=2)
 
+    def group_key(self, episode: "Episode") -> Any:
+        """Episodes with the same key share a baseline: by default the samples of one problem."""
+        return episode.item.id
+
     def rollout_logs(self) -> dict[str, float]:
         """Statistics of the last rollout worth logging beyond the per-attempt rewards."""
         return {}

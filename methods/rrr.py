@@ -92,6 +92,11 @@ class ReflectRetryReward(Method):
         groups = [Episode(e.item, list(e.steps)) for e in failed for _ in range(self.opts.group_size)]
         return ctx.sample(None, turns=2, episodes=groups) if groups else []
 
+    def group_key(self, episode: Episode):
+        # A GRPO group is the G reflections on ONE first attempt (its copies share that Step object), even
+        # when a step drew the same problem twice.
+        return id(episode.steps[0])
+
     def rollout_logs(self) -> dict[str, float]:
         return self._logs
 

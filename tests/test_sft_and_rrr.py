@@ -111,6 +111,8 @@ def test_rrr_trains_only_the_reflection_tokens_of_failed_problems(tmp_path):
             assert episode.steps[2].messages[-1]["content"] == RETRY
         for g in range(0, len(episodes), 3):  # a group: G reflections on ONE first attempt
             assert len({e.steps[0].text for e in episodes[g : g + 3]}) == 1
+            assert len({trainer.method.group_key(e) for e in episodes[g : g + 3]}) == 1
+        assert len({trainer.method.group_key(e) for e in episodes}) == len(episodes) // 3
         seq = build_sequences(episodes, trainer.tokenizer.pad_token_id, trainer.eos_ids, "all")
         for e, episode in enumerate(episodes):
             span = seq.action_masks[REFLECTION, e].nonzero().flatten().tolist()

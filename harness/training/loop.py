@@ -135,8 +135,9 @@ class Trainer:
             return {"skipped": 1.0}
         sequences = build_sequences(episodes, self.tokenizer.pad_token_id, self.eos_ids, self.method.masked_steps)
         rewards = self.rewards(episodes)
-        problem_ids = {e.item.id: i for i, e in reversed(list(enumerate(episodes)))}
-        groups = torch.tensor([problem_ids[e.item.id] for e in episodes])
+        keys = [self.method.group_key(e) for e in episodes]
+        first = {key: i for i, key in reversed(list(enumerate(keys)))}
+        groups = torch.tensor([first[key] for key in keys])
         micro = _split_by_group(groups.tolist(), config.grad_accum)
         logs: dict[str, float] = {}
         device = self.accelerator.device
