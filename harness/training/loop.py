@@ -131,8 +131,7 @@ class Trainer:
         """Method loss over the episodes (in grad_accum micro-batches by problem), then one step."""
         config = self.config
         if not episodes:  # e.g. RRR when every first attempt was right: nothing to learn from this step
-            self.step += 1
-            return {"skipped": 1.0}
+            return self._skip_step()
         sequences = build_sequences(episodes, self.tokenizer.pad_token_id, self.eos_ids, self.method.masked_steps)
         rewards = self.rewards(episodes)
         keys = [self.method.group_key(e) for e in episodes]
@@ -167,6 +166,11 @@ class Trainer:
         self.step += 1
         return logs
 
+    def _skip_step(self) -> dict[str, float]:
+        """A step with nothing to learn from: counted (and logged as skipped), weights untouched."""
+        self.step += 1
+        return {"skipped": 1.0}
+
     # ---- SFT ---------------------------------------------------------------------------------------
     def sft_examples(self) -> tuple[list, dict[str, float]]:
         """The current iteration's examples: from memory, from its file (a resumed run), or collected now."""
@@ -190,16 +194,14 @@ class Trainer:
     def sft_update(self, examples: list) -> dict[str, float]:
         """Cross-entropy on the examples' target spans only, in grad_accum micro-batches, then one step."""
         if not examples:  # nothing collected this iteration (e.g. no wrong->right pair): no update
-            self.step += 1
-            return {"skipped": 1.0}
+            return self._skip_step()
         sequences = sft_batch(examples, self.tokenizer.pad_token_id)
         parts = max(1, min(self.config.grad_accum, len(examples)))
         rows = list(range(len(examples)))
         micro = [rows[i::parts] for i in range(parts)]
         total_tokens = float(sequences.action_masks.sum())
         if total_tokens == 0:  # only empty targets (e.g. attempts cut at 0 tokens): nothing to learn from
-            self.step += 1
-            return {"skipped": 1.0}
+            return self._skip_step()
         loss_sum = 0.0
         for chunk in micro:
             part = sequences.select(chunk).to(self.accelerator.device)

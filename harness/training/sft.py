@@ -146,7 +146,6 @@ class SFTSchedule:
         records = [{**asdict(e), "target_text": tokenizer.decode(e.target_ids)} for e in examples]
         atomic_write_text(self.path(iteration), json.dumps(
             {"iteration": iteration, "stats": stats, "cursor": cursor, "examples": records}) + "\n")
-        self.loaded[iteration] = (examples, stats)
 
     def read(self, iteration: int) -> tuple[list[SFTExample], dict[str, float], dict[str, int]] | None:
         if not self.path(iteration).is_file():
