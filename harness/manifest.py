@@ -11,6 +11,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from harness.task import GRADER_VERSION
+
 PACKAGES = ("selfcorrect-harness", "torch", "transformers", "accelerate", "peft", "datasets", "math-verify",
             "safetensors", "tokenizers", "numpy", "pandas")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +57,7 @@ def build_manifest(config: dict[str, Any], seed: int, model: dict[str, Any], dat
         "command": sys.argv,
         "git": git_state(),
         "packages": package_versions(),
+        "grader_version": GRADER_VERSION,
         "host": host(),
         "seed": seed,
         "model": model,

@@ -11,12 +11,17 @@ from harness.registry import Registry
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
+# The graders' version, stored with every grade the grading pool returns and in run manifests. Bump it
+# whenever any grader's verdicts change; `harness regrade` brings stored samples up to date.
+GRADER_VERSION = 2
+
 
 @dataclass(frozen=True)
 class Grade:
     correct: bool
     extracted: str | None
     reason: str
+    grader_version: int | None = None  # set by the grading pool; None in records stored before version 2
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

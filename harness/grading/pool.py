@@ -4,6 +4,11 @@ Each worker is a process whose main thread runs the grader, so math-verify's SIG
 there. A timer cannot interrupt a C call (sympy raising 9^(9^9) to a power), so the parent also holds
 a hard deadline per job: a worker that misses it is killed and replaced, and the job is graded
 incorrect. A response that makes a grader crash is incorrect too; grading never raises for it.
+
+A job's deadline counts only its own grading time: it starts when the job is sent to a worker that
+has reported ready, and the parent never blocks on a starting worker (a replacement starts in the
+background while the others keep grading). Before a job is failed for time, its worker's channel
+is polled once more, so an answer that arrived while the parent was busy always counts.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import subprocess
 import sys
 import time
 from collections import deque
+from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from typing import Callable, Sequence
 
 from harness.errors import HarnessError
-from harness.task import Grade, Item, Task
+from harness.task import GRADER_VERSION, Grade, Item, Task
 
 HARD_TIMEOUT_S = 5.0
 STARTUP_TIMEOUT_S = 120.0  # importing sympy/math-verify on a loaded machine can take a while
@@ -37,19 +43,28 @@ class _Worker:
         self.process.stdout.close()
         self.task_key: int | None = None
         self.job: int | None = None
-        self.deadline = 0.0
+        self.deadline = time.monotonic() + STARTUP_TIMEOUT_S  # until ready: the start-up deadline
         self.ready = False
 
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
-        if self.ready:
-            return
-        if not self.conn.poll(timeout):
+    def load(self, task: Task, key: int) -> None:
+        """Send a task; the worker is ready again once it has loaded it (its import time is no job's)."""
+        self.send(("task", task))
+        self.task_key, self.ready, self.deadline = key, False, time.monotonic() + STARTUP_TIMEOUT_S
+
+    def take_ready(self, task: Task) -> None:
+        """Read a start-up or task-loaded message if one came, or fail on a worker that never got ready."""
+        if not self.conn.poll(0):
+            if time.monotonic() < self.deadline:
+                return
             self.kill()
-            raise HarnessError(f"a grading worker did not start within {timeout:g} s")
+            raise HarnessError(f"a grading worker did not get ready within {STARTUP_TIMEOUT_S:g} s")
         try:
-            self.conn.recv()
+            kind, detail = self.conn.recv()
         except EOFError:
+            self.kill()
             raise HarnessError("a grading worker died while starting (see its stderr above)") from None
+        if kind == "fatal":  # the worker could not even load the task: nothing can be graded
+            raise HarnessError(f"grading worker cannot use task {task.name!r}: {detail}")
         self.ready = True
 
     def send(self, message: tuple) -> None:
@@ -90,59 +105,53 @@ class GradingPool:
     ) -> list[Grade]:
         if len(items) != len(responses):
             raise ValueError("items and responses differ in length")
-        started = [_Worker() for _ in range(min(self.size, len(items)) - len(self._workers))]
-        for worker in started:  # all start in parallel; jobs go out only once each is ready
-            worker.wait_ready()
-        self._workers.extend(started)
+        while len(self._workers) < min(self.size, len(items)):
+            self._workers.append(_Worker())  # all start in parallel; each takes jobs once it is ready
         results: list[Grade | None] = [None] * len(items)
         pending = deque(range(len(items)))
         task_key = id(task)
 
         def dispatch(worker: _Worker) -> None:
-            worker.wait_ready()  # a replacement may still be starting; its start-up is not a job's time
-            index = pending.popleft()
             if worker.task_key != task_key:
-                worker.send(("task", task))
-                worker.task_key = task_key
+                worker.load(task, task_key)
+                return
+            index = pending.popleft()
             worker.send(("job", index, items[index], responses[index]))
             worker.job, worker.deadline = index, time.monotonic() + self.hard_timeout
 
         def finish(index: int, grade: Grade) -> None:
-            results[index] = grade
+            results[index] = replace(grade, grader_version=GRADER_VERSION)
             if on_done is not None:
                 on_done(1)
 
-        for worker in self._workers:
-            if pending:
-                dispatch(worker)
-        while any(w.job is not None for w in self._workers):
-            busy = [w for w in self._workers if w.job is not None]
-            wait_for = max(0.0, min(w.deadline for w in busy) - time.monotonic())
-            ready = wait([w.conn for w in busy], timeout=wait_for)
+        while pending or any(w.job is not None for w in self._workers):
+            for worker in self._workers:
+                if worker.ready and worker.job is None and pending:
+                    dispatch(worker)
+            watched = [w for w in self._workers if w.job is not None or not w.ready]
+            wait([w.conn for w in watched], timeout=max(0.0, min(w.deadline for w in watched) - time.monotonic()))
             for slot, worker in enumerate(list(self._workers)):
-                if worker.job is None:
+                if not worker.ready:
+                    worker.take_ready(task)
+                elif worker.job is None:
                     continue
-                if worker.conn in ready:
+                elif worker.conn.poll(0):  # polled now, not from wait()'s list: an answer never goes stale
                     try:
                         index, grade = worker.conn.recv()
                     except (EOFError, OSError):  # the worker died (e.g. killed for memory)
                         index, grade = worker.job, Grade(False, None, "grader process died")
                         worker = self._replace(slot)
-                    if index == "fatal":  # the worker could not even load the task: nothing can be graded
-                        raise HarnessError(f"grading worker cannot use task {task.name!r}: {grade}")
                     worker.job = None
                     finish(index, grade)
                 elif time.monotonic() >= worker.deadline:
                     index = worker.job
-                    worker = self._replace(slot)
+                    self._replace(slot)
                     finish(index, Grade(False, None, f"grading timed out after {self.hard_timeout:g} s"))
-                if pending and worker.job is None:
-                    dispatch(worker)
         return results  # type: ignore[return-value]
 
     def _replace(self, slot: int) -> _Worker:
         self._workers[slot].kill()
-        self._workers[slot] = _Worker()  # starts now; waited for only when it gets a job
+        self._workers[slot] = _Worker()  # starts now, in the background; takes jobs once ready
         return self._workers[slot]
 
 
