@@ -251,11 +251,7 @@ MATH_CASES = [
     (r"\text{even}", r"The function is even."),
 ]
 # Every case where our verdict differs from lm-eval minerva_math500's `math_verify`, and why.
-MATH_DISAGREEMENTS = {
-    r"We have $3n = 33$ and $n = 11$.": (
-        True, "no \\boxed or Final Answer: we read the last math segment ($n = 11$); math_verify parses the whole "
-              "text and returns the set {3n = 33, n = 11}, which is not 11"),
-}
+MATH_DISAGREEMENTS: dict[str, tuple[bool, str]] = {}  # none since grader version 2 (issue 10)
 
 # (gold solution as in GSM8K's `answer` field, response)
 GSM8K_CASES = [

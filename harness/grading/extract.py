@@ -1,4 +1,10 @@
-"""Finding the final answer inside a model's free text. Pure string work: no parsing, no eval."""
+"""Finding the final answer inside a model's free text. Pure string work: no parsing, no eval.
+
+What these helpers do only ever NARROWS the text a grader reads (issue 10): `answer_region` cuts a
+response to its last attempt (chat-template debris and a hallucinated next problem go), and
+`final_answer_statement` picks the last SCoRe statement "The final answer is X". How X is read stays
+the graders' business (math-verify for MATH, one clean number for GSM8K).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,34 @@ import re
 _FINAL_ANSWER = re.compile(
     r"final answer is[: \t]*([^\s:].*?)\s*(?:\.\s*)?(?:I hope it is correct|$)", re.IGNORECASE | re.MULTILINE
 )
+# A looser closing line: "Final Answer: The largest $n$ is 34." (no "final answer is").
+FINAL_ANSWER_LINE = re.compile(r"final answer\b", re.IGNORECASE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
+# Chat-template control tokens a model sometimes writes out as text. What follows one belongs to another
+# turn; only a turn the template marks as the assistant's is a (new, last) attempt of this response.
+_CHAT_TOKEN = re.compile(
+    r"<\|(?:im_start|im_end|endoftext|end_of_text|eot_id|start_header_id|end_header_id|begin_of_text|eos|"
+    r"user|assistant|system|end)\|>|<(?:start|end)_of_turn>|</s>|\[/?INST\]"
+)
+_ASSISTANT_TURN = re.compile(r"\s*(?:assistant|model)\b[ \t]*(?:<\|end_header_id\|>)?\s*", re.IGNORECASE)
+# A base model that runs on into a new problem after answering ("\n\nProblem:\n...").
+_NEXT_PROBLEM = re.compile(r"\n\s*(?:Problem|Question)\s*(?:\d+\s*)?:", re.IGNORECASE)
+
+
+def answer_region(text: str) -> str:
+    """The part of a response that holds its answer: its last assistant turn, before any next problem."""
+    tokens = list(_CHAT_TOKEN.finditer(text))
+    region = text[: tokens[0].start()] if tokens else text
+    for token, following in zip(tokens, tokens[1:] + [None]):
+        turn = text[token.end() : following.start() if following else len(text)]
+        role = _ASSISTANT_TURN.match(turn)
+        if token.group(0) in ("<|im_start|>", "<|start_header_id|>", "<start_of_turn>") and role:
+            if turn[role.end() :].strip():  # a new attempt written out after a template header: it replaces
+                region = turn[role.end() :]
+    cut = _NEXT_PROBLEM.search(region)
+    if cut and region[: cut.start()].strip():
+        region = region[: cut.start()]
+    return region
 
 
 def final_answer_statement(text: str) -> str | None:
@@ -24,6 +57,17 @@ def final_answer_statement(text: str) -> str | None:
     return answer or None
 
 
+def final_answer_text(text: str) -> str | None:
+    """The raw X of the last "final answer is X" (delimiters kept, stray `\\$` and dots trimmed), or None."""
+    matches = list(_FINAL_ANSWER.finditer(text))
+    if not matches:
+        return None
+    answer = matches[-1].group(1).strip()
+    if answer.startswith("\\$") and answer.rstrip(".").endswith("\\$"):  # "\$5\$": escaped math delimiters
+        answer = "$" + answer.rstrip(".")[2:-2] + "$"
+    return answer.rstrip(".").strip() or None
+
+
 def stated_answer(text: str) -> tuple[str | None, str]:
     """(answer, where from): the Final Answer statement, else the last \\boxed{}; (None, "none") if neither."""
     statement = final_answer_statement(text)
@@ -35,11 +79,20 @@ def stated_answer(text: str) -> tuple[str | None, str]:
     return None, "none"
 
 
+def boxed_spans(text: str) -> list[tuple[int, str]]:
+    """(start, content) of every `\\boxed{...}` / `\\boxed 5` in the text, in order."""
+    spans = []
+    for match in _BOXED.finditer(text):
+        content = _braced_or_token(text, match.end())
+        if content is not None:
+            spans.append((match.start(), content.strip()))
+    return spans
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` (nested braces balanced), or of `\\boxed 5`; None if absent."""
-    starts = [m.end() for m in _BOXED.finditer(text)]
-    for start in reversed(starts):
-        content = _braced_or_token(text, start)
+    for match in reversed(list(_BOXED.finditer(text))):
+        content = _braced_or_token(text, match.end())
         if content is not None:
             return content.strip()
     return None

@@ -1,4 +1,17 @@
-"""MATH grading: extract the final answer, then compare with math-verify (gold first: order matters).
+"""MATH grading: math-verify's own extraction and comparison (gold first: order matters), narrowed.
+
+What we add to `verify(parse(gold), parse(response))` (issue 10) only narrows it:
+- the text read is the response's last attempt (`answer_region`: chat-template debris and a
+  hallucinated next problem cut off);
+- where the SCoRe statement "The final answer is X" is present, the LAST one stands and only its X is
+  read (math-verify itself would prefer an earlier statement that ends in "I hope it is correct");
+  else, where a looser "Final Answer: ..." line closes the response, math-verify reads from its last
+  one; else math-verify reads the whole region (several \\boxed{} together, percent words, "k = 45");
+- a verdict math-verify calls equivalent is refused when the answer is an equation one of whose
+  purely numeric sides differs from another (`\\boxed{2+2=5}` is not 5; `k = 45` still is 45), or
+  when its letters differ from the gold's only by case (`X` is not `x`);
+- where math-verify reads nothing equivalent, an exactly equal text (after spacing, `\\text{}` and
+  `\\dfrac` are normalized; case and braces kept) still counts: text answers math-verify can't parse.
 
 math-verify bounds its work with SIGALRM, which only exists in a process's main thread; off the main
 thread we switch its timer off and rely on the grading pool's hard deadline instead (`pool.py`).
@@ -10,59 +23,125 @@ import logging
 import re
 import threading
 
-from harness.grading.extract import stated_answer
+from harness.grading.extract import FINAL_ANSWER_LINE, answer_region, final_answer_text
 from harness.task import Grade
 
 SOFT_TIMEOUT_S = 2  # per math-verify call; integer because signal.alarm takes whole seconds
 MAX_ANSWER_CHARS = 1000
-FALLBACK_TAIL_CHARS = 2000  # the fallback extractor reads only the end, where answers are
+MAX_REGION_CHARS = 10000  # math-verify reads at most the region's end, where answers are
 
 logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns on every timeout it handles
 
-# Delimited math segments: $$..$$, $..$, \[..\], \(..\) (no nesting across delimiters).
-_MATH_SEGMENT = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\[(.+?)\\\]|\\\((.+?)\\\)", re.DOTALL)
-_TEXT_NOISE = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\ |\s|\$|\\text|\\mathrm|\\textbf|[{}]")
+_MATH_DELIMITED = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed|\\fbox")
+_PERCENT_WORD = re.compile(r"\s*(?:\\%|%|percent(?:age)?|pct)\.?$", re.IGNORECASE)
+_EQUALS = re.compile(r"(?<![\\<>!])=")  # math-verify's own equation split
+_TEXT_MACRO = re.compile(r"\\(?:text|textbf|textit|mathrm|mbox|operatorname)\s*\{([^{}]*)\}")
+_SPACING = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\ |\s|\$")
+_COMMAND = re.compile(r"\\[A-Za-z]+")
+_OPTION_LETTER = re.compile(r"^\(?[A-Ea-e]\)?$")
 
 
 def _signal_timeout(seconds: int) -> int | None:
     return seconds if threading.current_thread() is threading.main_thread() else None
 
 
-def _same_text(gold: str, prediction: str) -> bool:
-    """Literal agreement after dropping spacing/markup: catches text answers math-verify can't read."""
-    a = _TEXT_NOISE.sub("", gold).replace("\\dfrac", "\\frac").lower().rstrip(".")
-    b = _TEXT_NOISE.sub("", prediction).replace("\\dfrac", "\\frac").lower().rstrip(".")
-    return bool(a) and a == b
+def exact_text(latex: str) -> str:
+    """The text with spacing, delimiters and text macros normalized; case and braces are kept."""
+    text = _TEXT_MACRO.sub(r"\1", latex)
+    text = _SPACING.sub("", text).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    return text.rstrip(".")
+
+
+def _letters(latex: str) -> set[str]:
+    text = re.sub(r"\\(?:text|textbf|textit|mathrm|mbox|operatorname|begin|end)\s*\{[^{}]*\}", "", latex)
+    return set(re.findall(r"[A-Za-z]", _COMMAND.sub("", text)))
+
+
+def case_mismatch(gold: str, prediction: str) -> bool:
+    """True when the answer's letters equal the gold's only up to case (math-verify lowercases symbols)."""
+    if _OPTION_LETTER.match(exact_text(gold)):  # a multiple-choice letter: "c" is option (C)
+        return False
+    ours, theirs = _letters(gold), _letters(prediction)
+    return bool(ours) and ours != theirs and {c.lower() for c in ours} == {c.lower() for c in theirs}
+
+
+def _as_math(statement: str) -> str:
+    """What math-verify reads of a Final Answer statement's X: delimited math as written, else `$X$`."""
+    if _MATH_DELIMITED.search(statement):
+        return statement
+    return f"${_PERCENT_WORD.sub(lambda _: chr(92) + '%', statement)}$"
+
+
+class _Reader:
+    """math-verify's parse and verify with our configs and timeout."""
+
+    def __init__(self, timeout: int | None):
+        from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+        self.timeout = timeout
+        self._parse, self._verify = parse, verify
+        self.configs = [LatexExtractionConfig(), ExprExtractionConfig()]
+        self.latex_only = [LatexExtractionConfig()]
+
+    def parse(self, text: str, latex_only: bool = False) -> list:
+        return self._parse(text, self.latex_only if latex_only else self.configs, parsing_timeout=self.timeout)
+
+    def verify(self, gold: list, prediction: list) -> bool:
+        return self._verify(gold, prediction, timeout_seconds=self.timeout)
+
+    def number(self, latex: str):
+        """The side's value when it is a plain number or arithmetic of numbers, else None."""
+        parsed = self.parse(f"${latex}$", latex_only=True)
+        value = parsed[0] if parsed else None
+        if getattr(value, "free_symbols", None) == set() and getattr(value, "is_number", False):
+            return value
+        return None
+
+
+def false_equation(reader: _Reader, answer: str) -> str | None:
+    """"2+2 = 5" when an equation in the answer has two numeric sides that differ, else None."""
+    for part in answer.split(" and "):  # math-verify joins several answers with " and "
+        pieces = part.split(",") if part.count("=") > 1 and "," in part else [part]
+        for piece in pieces:
+            sides = _EQUALS.split(piece)
+            if len(sides) < 2:
+                continue
+            numbers = [(side.strip(), value) for side in sides if (value := reader.number(side)) is not None]
+            for (side, value), (last_side, last) in zip(numbers, numbers[1:]):
+                if not reader.verify([last], [value]):
+                    return f"{side} = {last_side}"
+    return None
 
 
 def grade_latex(gold: str, response: str, timeout: int = SOFT_TIMEOUT_S) -> Grade:
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-
-    mv_timeout = _signal_timeout(timeout)
-    configs = [LatexExtractionConfig(), ExprExtractionConfig()]
-    response = response or ""
-    extracted, source = stated_answer(response)
-    if extracted is None:
-        # The last delimited math segment, read by math-verify; with none, math-verify's own extraction
-        # over the tail of the text. (On the whole text it would merge "$3n = 33$ and $n = 11$" into a set.)
-        tail = response[-FALLBACK_TAIL_CHARS:]
-        segments = [next(g for g in m.groups() if g is not None) for m in _MATH_SEGMENT.finditer(tail)]
-        target = f"${segments[-1]}$" if segments else tail
-        parsed_prediction = parse(target, configs, parsing_timeout=mv_timeout)
-        if not parsed_prediction:
-            return Grade(False, None, "no answer found")
-        extracted, source = str(parsed_prediction[-1]), "math-verify extraction"
+    reader = _Reader(_signal_timeout(timeout))
+    region = answer_region(response or "")[-MAX_REGION_CHARS:]
+    statement = final_answer_text(region)
+    if statement is not None:
+        if len(statement) > MAX_ANSWER_CHARS:
+            return Grade(False, statement[:80] + "...", f"answer longer than {MAX_ANSWER_CHARS} chars")
+        source, prediction = "final answer", reader.parse(_as_math(statement))
     else:
-        if len(extracted) > MAX_ANSWER_CHARS:
-            return Grade(False, extracted[:80] + "...", f"answer longer than {MAX_ANSWER_CHARS} chars")
-        if _same_text(gold, extracted):
-            return Grade(True, extracted, f"same text ({source})")
-        parsed_prediction = parse(f"${extracted}$", configs, parsing_timeout=mv_timeout)
-    parsed_gold = parse(f"${gold}$", configs, parsing_timeout=mv_timeout)
+        lines = list(FINAL_ANSWER_LINE.finditer(region))
+        source, prediction = "Final Answer line", reader.parse(region[lines[-1].start():]) if lines else []
+        if not prediction:
+            source, prediction = "math-verify extraction", reader.parse(region)
+    if not prediction:
+        return Grade(False, statement, f"no answer found ({source})")
+    extracted = prediction[-1] if isinstance(prediction[-1], str) else str(prediction[0])
+    parsed_gold = reader.parse(f"${gold}$")
+    # math-verify's extracted text read again on its own: in context its value can come out wrong
+    # ("$\\boxed{50\\%}$" after "100\\%" reads as 100); the text is still the answer it chose.
+    if parsed_gold and (reader.verify(parsed_gold, prediction)
+                        or reader.verify(parsed_gold, reader.parse(f"${extracted}$"))):
+        if "=" not in gold and (equation := false_equation(reader, extracted)):
+            return Grade(False, extracted, f"the answer's equation {equation} is false ({source})")
+        if case_mismatch(gold, extracted):
+            return Grade(False, extracted, f"differs from {gold} in letter case ({source})")
+        return Grade(True, extracted, f"equivalent ({source})")
+    candidate = statement if statement is not None and not _MATH_DELIMITED.search(statement) else extracted
+    if exact_text(candidate) and exact_text(candidate) == exact_text(gold):
+        return Grade(True, extracted, f"same text ({source})")
     if not parsed_gold:
         return Grade(False, extracted, f"gold {gold!r} could not be parsed")
-    if not parsed_prediction:
-        return Grade(False, extracted, f"could not parse the answer ({source})")
-    if verify(parsed_gold, parsed_prediction, timeout_seconds=mv_timeout):
-        return Grade(True, extracted, f"equivalent ({source})")
     return Grade(False, extracted, f"not equivalent to {gold} ({source})")
