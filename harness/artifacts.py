@@ -29,6 +29,7 @@ class Outputs:
     metrics: dict[str, TurnMetrics] = field(default_factory=dict)  # label -> metrics of measured rows
     tokens: dict[str, float] = field(default_factory=dict)  # label -> generated tokens per problem
     written: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one line each, for the terminal
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -67,6 +68,30 @@ def score(samples: list[dict[str, Any]], turns: int) -> tuple[TurnMetrics, float
     matrix = np.array([s["correct"][:turns] for s in samples], dtype=bool)
     tokens = sum(s["generated_tokens"] for s in samples) / len(samples)
     return self_correction_metrics(matrix), tokens
+
+
+def older_grades(samples: list[dict[str, Any]]) -> int:
+    """How many samples hold a grade from an older grader version (records before version 2 have none)."""
+    from harness.task import GRADER_VERSION
+
+    return sum(any(step.get("grade") and (step["grade"].get("grader_version") or 1) < GRADER_VERSION
+                   for step in s.get("steps", [])) for s in samples)
+
+
+def older_grades_warning(count: int, total: int, folder: Path) -> list[str]:
+    from harness.task import GRADER_VERSION
+
+    if not count:
+        return []
+    return [f"{count} of {total} samples were graded by an older grader version (now {GRADER_VERSION}); "
+            f"`harness regrade {folder}` grades them again"]
+
+
+def summarize_rows(spec: dict[str, Any], outputs: Outputs) -> None:
+    """Put each row's n, tokens per problem and metrics into a compare.json `spec` (in place)."""
+    for row in spec["rows"]:
+        metrics = outputs.metrics[row["label"]]
+        row.update(n=metrics.n, tokens_per_problem=outputs.tokens[row["label"]], metrics=metrics.to_dict())
 
 
 def slug(text: str) -> str:
@@ -111,9 +136,12 @@ def write_compare_outputs(folder: Path, spec: dict[str, Any]) -> Outputs:
     for row in spec["rows"]:  # everything a table or plot needs is checked before anything is written
         if row.get("checkpoint") and not (folder / row["checkpoint"] / "log.jsonl").is_file():
             raise HarnessError(f"{folder / row['checkpoint']}: no log.jsonl for the training curves of {row['label']!r}")
+    older = 0
     for row in spec["rows"]:
         samples = read_samples(folder / row["run_dir"], spec["problem_ids"])
         out.metrics[row["label"]], out.tokens[row["label"]] = score(samples, turns)
+        older += older_grades(samples)
+    out.warnings += older_grades_warning(older, len(spec["rows"]) * len(spec["problem_ids"]), folder)
     rows = [measured_row(label, m, out.tokens[label]) for label, m in out.metrics.items()]
     citations: list[tuple[str, str]] = []
     if config.get("reported"):
@@ -158,6 +186,7 @@ def _report_eval_run(path: Path) -> Outputs:
         samples = samples[: int(config["limit"])]  # the last eval's --limit, as its metrics.json
     out = Outputs("eval")
     out.metrics[label], out.tokens[label] = score(samples, turns)
+    out.warnings += older_grades_warning(older_grades(samples), len(samples), path)
     task, split, model = config.get("task", "?"), config.get("split", "?"), config.get("model", "?")
     text = caption(task, split, model, turns, float(config.get("temperature", 0.0)), int(config.get("seed", 0)))
     out.title = f"{task} ({split}), {model}, n = {len(samples)}"

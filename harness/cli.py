@@ -221,6 +221,8 @@ def _print_outputs(outputs, title: str, folder: Path) -> None:
         console.print("generated tokens per problem: " + ", ".join(f"{k} {v:.0f}" for k, v in outputs.tokens.items()))
     names = ", ".join(str(p.relative_to(folder)) if p.is_relative_to(folder) else str(p) for p in outputs.written)
     console.print(f"written to {folder}: {names}", highlight=False, soft_wrap=True)
+    for warning in outputs.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def _split_list(values: list[str]) -> list[str]:
@@ -285,6 +287,25 @@ def report_command(
 
     outputs = report(path)
     _print_outputs(outputs, f"{outputs.title} (%, 95% CI)", path)
+
+
+@app.command("regrade")
+@user_errors
+def regrade_command(
+    path: Path = typer.Argument(..., metavar="RUN_OR_COMPARE_DIR", help="An eval run or a compare folder."),
+    workers: int = typer.Option(0, help="Grading processes (default: one per core)."),
+) -> None:
+    """Grade stored samples again with today's graders (no model), then rebuild metrics, tables and plots.
+
+    A compare folder regrades every run it references. Files are rewritten atomically, and only where a
+    grade changed: a second regrade changes nothing. Prints how many verdicts flipped per attempt.
+    """
+    from harness.regrade import regrade
+
+    result = regrade(path, workers or None)
+    for run in result.runs:
+        console.print(f"{run.run_dir.name}: {run.summary()}", highlight=False, soft_wrap=True)
+    _print_outputs(result.outputs, f"{result.outputs.title} (%, 95% CI), regraded", path)
 
 
 @app.command("train")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.artifacts import Outputs, write_compare_outputs
+from harness.artifacts import Outputs, summarize_rows, write_compare_outputs
 from harness.errors import HarnessError
 from harness.evaluate import EvalConfig, RolloutSettings, evaluate
 
@@ -181,9 +181,7 @@ def run_compare(prepared: Plan, progress: Callable[[PlannedRow], Callable[..., A
                   "run_dir": _relative(run_dirs[row.label], folder)} for row in prepared.rows],
     }
     outputs = write_compare_outputs(folder, spec)  # tables and plots, from the stored samples
-    for row in spec["rows"]:
-        metrics = outputs.metrics[row["label"]]
-        row.update(n=metrics.n, tokens_per_problem=outputs.tokens[row["label"]], metrics=metrics.to_dict())
+    summarize_rows(spec, outputs)
     models = {}
     for label, run_dir in run_dirs.items():
         manifest = run_dir / "manifest.json"

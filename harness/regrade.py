@@ -1,0 +1,136 @@
+"""`harness regrade RUN_OR_COMPARE_DIR`: grade stored samples again with today's graders, without a model.
+
+An eval run (samples.jsonl): every graded step is graded again through the grading pool (the same
+5 s bound as in rollouts), each sample's `correct` row follows its attempts' new verdicts, and
+samples.jsonl and metrics.json are rewritten atomically, with a `regraded` note in the manifest, only
+when a stored grade changed; then its tables and plots are rebuilt (`harness report`). A comparison
+(compare.json): every run it references, then compare.json's row metrics, tables and plots. A second
+regrade finds nothing to change and changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.artifacts import Outputs, read_jsonl, report, summarize_rows, write_compare_outputs
+from harness.errors import HarnessError
+from harness.grading import GradingPool
+from harness.manifest import git_state
+from harness.store import atomic_write_json, atomic_write_jsonl
+from harness.task import GRADER_VERSION, Item, get_task
+
+
+@dataclass
+class RunRegrade:
+    run_dir: Path
+    to_correct: list[int]  # per attempt: verdicts flipped incorrect -> correct
+    to_incorrect: list[int]  # per attempt: correct -> incorrect
+    changed: int = 0  # samples whose stored grades changed at all (verdict, reason or version)
+
+    def summary(self) -> str:
+        parts = [f"attempt {k + 1}: {up + down} flipped ({up} incorrect→correct, {down} correct→incorrect)"
+                 for k, (up, down) in enumerate(zip(self.to_correct, self.to_incorrect))]
+        return "; ".join(parts) + f"; {self.changed} samples rewritten"
+
+
+@dataclass
+class Regrade:
+    outputs: Outputs
+    runs: list[RunRegrade] = field(default_factory=list)
+
+
+def _config(run_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise HarnessError(f"{run_dir}: no config.yaml (not an eval run)")
+    config = yaml.safe_load(path.read_text()) or {}
+    if "task" not in config:
+        raise HarnessError(f"{path}: names no task")
+    return config
+
+
+def regrade_run(run_dir: Path, pool: GradingPool) -> RunRegrade:
+    """Grade one eval run's stored attempts again; rewrites its files only when a grade changed."""
+    from harness.evaluate import score_samples
+
+    config = _config(run_dir)
+    task = get_task(config["task"])
+    samples = read_jsonl(run_dir / "samples.jsonl")
+    graded = [(s, step) for s in samples for step in s["steps"] if step.get("grade") is not None]
+    unique: dict[tuple[str, str], int] = {}  # a carried attempt repeats its text: grade it once
+    for sample, step in graded:
+        unique.setdefault((sample["id"], step["text"]), len(unique))
+    by_id = {s["id"]: s for s in samples}
+    keys = list(unique)
+    items = [Item(i, by_id[i]["question"], by_id[i]["answer"], by_id[i].get("meta", {})) for i, _ in keys]
+    grades = pool.grade(task, items, [text for _, text in keys])
+    turns = int(config.get("turns", 2))
+    result = RunRegrade(run_dir, [0] * turns, [0] * turns)
+    for sample in samples:
+        before = json.dumps(sample, sort_keys=True)
+        for step in sample["steps"]:
+            if step.get("grade") is not None:
+                step["grade"] = grades[unique[(sample["id"], step["text"])]].to_dict()
+        old = sample["correct"]
+        sample["correct"] = [bool(s["grade"] and s["grade"]["correct"]) for s in sample["steps"] if s["kind"] == "attempt"]
+        for k, (was, now) in enumerate(zip(old[:turns], sample["correct"][:turns])):
+            result.to_correct[k] += now and not was
+            result.to_incorrect[k] += was and not now
+        result.changed += json.dumps(sample, sort_keys=True) != before
+    if result.changed:
+        atomic_write_jsonl(run_dir / "samples.jsonl", samples)
+        scored_samples = samples[: int(config["limit"])] if config.get("limit") else samples
+        _, scored = score_samples(scored_samples, turns)
+        atomic_write_json(run_dir / "metrics.json", {
+            "task": config["task"], "split": config.get("split"), "method": config.get("method"),
+            "model": config.get("model"), "n": len(scored_samples), **scored})
+        note_regrade(run_dir, {"samples_changed": result.changed, "incorrect_to_correct": result.to_correct,
+                               "correct_to_incorrect": result.to_incorrect})
+    return result
+
+
+def note_regrade(folder: Path, what: dict[str, Any]) -> None:
+    """Record the grader version now in force, and when and from which commit the regrade ran."""
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    manifest["grader_version"] = GRADER_VERSION
+    manifest.setdefault("regraded", []).append({
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "grader_version": GRADER_VERSION,
+        "git": git_state(), **what})
+    atomic_write_json(path, manifest)
+
+
+def regrade(path: Path, workers: int | None = None) -> Regrade:
+    """Regrade an eval run folder, or every run of a comparison folder, and rebuild their outputs."""
+    path = Path(path)
+    if not path.is_dir():
+        raise HarnessError(f"{path}: no such folder")
+    compare = path / "compare.json"
+    if compare.is_file():
+        spec = json.loads(compare.read_text(encoding="utf-8"))
+        run_dirs = list(dict.fromkeys((path / row["run_dir"]).resolve() for row in spec["rows"]))
+    elif (path / "samples.jsonl").is_file():
+        spec, run_dirs = None, [path]
+    else:
+        raise HarnessError(f"{path}: not a comparison (compare.json) or eval run (samples.jsonl)")
+    for run_dir in run_dirs:
+        _config(run_dir)  # every run is checked before anything is rewritten
+        if not (run_dir / "samples.jsonl").is_file():
+            raise HarnessError(f"{run_dir}: no samples.jsonl")
+    with GradingPool(workers) as pool:
+        runs = [regrade_run(run_dir, pool) for run_dir in run_dirs]
+    if spec is None:
+        return Regrade(report(path), runs)
+    outputs = write_compare_outputs(path, spec)
+    summarize_rows(spec, outputs)
+    if json.loads(compare.read_text(encoding="utf-8")) != spec:
+        atomic_write_json(compare, spec)
+    if any(run.changed for run in runs):
+        note_regrade(path, {"runs_changed": [str(run.run_dir.name) for run in runs if run.changed]})
+    return Regrade(outputs, runs)
