@@ -57,15 +57,18 @@ def final_answer_statement(text: str) -> str | None:
     return answer or None
 
 
-def final_answer_text(text: str) -> str | None:
-    """The raw X of the last "final answer is X" (delimiters kept, stray `\\$` and dots trimmed), or None."""
+def final_answer_text(text: str) -> tuple[str | None, int]:
+    """(the raw X of the last "final answer is X", where its sentence ends), or (None, 0).
+
+    Delimiters are kept; stray escaped ones (`\\$5\\$`) become plain ones and a closing dot goes.
+    """
     matches = list(_FINAL_ANSWER.finditer(text))
     if not matches:
-        return None
+        return None, 0
     answer = matches[-1].group(1).strip()
     if answer.startswith("\\$") and answer.rstrip(".").endswith("\\$"):  # "\$5\$": escaped math delimiters
         answer = "$" + answer.rstrip(".")[2:-2] + "$"
-    return answer.rstrip(".").strip() or None
+    return answer.rstrip(".").strip() or None, matches[-1].end()
 
 
 def stated_answer(text: str) -> tuple[str | None, str]:

@@ -4,7 +4,8 @@ What we add to `verify(parse(gold), parse(response))` (issue 10) only narrows it
 - the text read is the response's last attempt (`answer_region`: chat-template debris and a
   hallucinated next problem cut off);
 - where the SCoRe statement "The final answer is X" is present, the LAST one stands and only its X is
-  read (math-verify itself would prefer an earlier statement that ends in "I hope it is correct");
+  read (math-verify itself would prefer an earlier statement that ends in "I hope it is correct"),
+  unless a later attempt answers again after it (a box or a Final Answer line): then that tail is read;
   else, where a looser "Final Answer: ..." line closes the response, math-verify reads from its last
   one; else math-verify reads the whole region (several \\boxed{} together, percent words, "k = 45");
 - a verdict math-verify calls equivalent is refused when the answer is an equation one of whose
@@ -38,6 +39,7 @@ _EQUALS = re.compile(r"(?<![\\<>!])=")  # math-verify's own equation split
 _TEXT_MACRO = re.compile(r"\\(?:text|textbf|textit|mathrm|mbox|operatorname)\s*\{([^{}]*)\}")
 _SPACING = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\ |\s|\$")
 _COMMAND = re.compile(r"\\[A-Za-z]+")
+_LATER_ANSWER = re.compile(r"\\boxed|\\fbox|final answer", re.IGNORECASE)
 _OPTION_LETTER = re.compile(r"^\(?[A-Ea-e]\)?$")
 
 
@@ -116,7 +118,9 @@ def false_equation(reader: _Reader, answer: str) -> str | None:
 def grade_latex(gold: str, response: str, timeout: int = SOFT_TIMEOUT_S) -> Grade:
     reader = _Reader(_signal_timeout(timeout))
     region = answer_region(response or "")[-MAX_REGION_CHARS:]
-    statement = final_answer_text(region)
+    statement, end = final_answer_text(region)
+    if statement is not None and _LATER_ANSWER.search(region[end:]):
+        statement, region = None, region[end:]  # a later attempt answers again (a box, a Final Answer line)
     if statement is not None:
         if len(statement) > MAX_ANSWER_CHARS:
             return Grade(False, statement[:80] + "...", f"answer longer than {MAX_ANSWER_CHARS} chars")

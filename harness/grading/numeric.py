@@ -45,7 +45,7 @@ _POWER_AFTER = re.compile(r"^(?:\s*(?:\^|\*\*)|[eE][+-]?\d|\s*!|\s*(?:\\times|×
 _POWER_BEFORE = re.compile(r"(?:\^|\*\*)\s*\{?\s*$|\d[eE][+-]?$")
 _OPERATOR_AFTER = re.compile(r"^\s*(?:[-+*/×÷−]|\\times|\\cdot|\\div)\s*[\d(]")
 _OPERATOR_BEFORE = re.compile(r"[\d)]\s*(?:[-+*/×÷−]|\\times|\\cdot|\\div)\s*\(?\s*$")
-_ALTERNATIVE_BEFORE = re.compile(r"\d[\s$%}]*(?:or|and/or|vs\.?|versus)\s*(?:maybe|perhaps|possibly|even)?\s*$",
+_ALTERNATIVE_BEFORE = re.compile(r"\d[\s$%}]*(?:or|and/or|and|to|vs\.?|versus)\s*(?:maybe|perhaps|possibly|even)?\s*$",
                                  re.IGNORECASE)
 _ARITHMETIC = (("\\times", "*"), ("\\cdot", "*"), ("\\div", "/"), ("×", "*"), ("÷", "/"), ("−", "-"))
 
@@ -150,7 +150,7 @@ def extract_number(response: str) -> tuple[Fraction | None, str | None, str]:
         return None, None, "no number in response"
     last = numbers[-1]
     before, after = cleaned[: last.start()], cleaned[last.end() :]
-    end = _CLAUSE_END.search(after)
+    end = _CLAUSE_END.search(cleaned, last.end())  # on the whole text: "87!" ends no clause after its 7
     if _RETRACTION.search(after):
         return None, last.group(0), f"last number {last.group(0)} is retracted"
     if _OPERATOR_BEFORE.search(before[-12:]):
@@ -161,7 +161,7 @@ def extract_number(response: str) -> tuple[Fraction | None, str | None, str]:
         value = to_fraction(last.group(0))
         if left_value is not None and value is not None and left_value != value:
             return None, last.group(0), f"its equation is false ({left.group(0).strip()} != {last.group(0)})"
-    value, text, why = _judge(before[-60:], last.group(0), after[: end.start()] if end else after)
+    value, text, why = _judge(before[-60:], last.group(0), cleaned[last.end() : end.start()] if end else after)
     return value, text or None, f"last number{': ' + why if why else ''}"
 
 
