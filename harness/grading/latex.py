@@ -8,9 +8,10 @@ What we add to `verify(parse(gold), parse(response))` (issue 10) only narrows it
   unless a later attempt answers again after it (a box or a Final Answer line): then that tail is read;
   else, where a looser "Final Answer: ..." line closes the response, math-verify reads from its last
   one; else math-verify reads the whole region (several \\boxed{} together, percent words, "k = 45");
-- a verdict math-verify calls equivalent is refused when the answer is an equation one of whose
-  purely numeric sides differs from another (`\\boxed{2+2=5}` is not 5; `k = 45` still is 45), or
-  when its letters differ from the gold's only by case (`X` is not `x`);
+- a verdict math-verify calls equivalent is refused when the stated answer (boxed, or in a Final Answer
+  statement) is an equation one of whose purely numeric sides differs from another
+  (`\\boxed{2+2=5}` is not 5; `\\boxed{k = 45}` still is 45; an equation in unmarked running text
+  is left to math-verify), or when its letters differ from the gold's only by case (`X` is not `x`);
 - where math-verify reads nothing equivalent, an exactly equal text (after spacing, `\\text{}` and
   `\\dfrac` are normalized; case and braces kept) still counts: text answers math-verify can't parse.
 
@@ -36,10 +37,10 @@ logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns on every ti
 _MATH_DELIMITED = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed|\\fbox")
 _PERCENT_WORD = re.compile(r"\s*(?:\\%|%|percent(?:age)?|pct)\.?$", re.IGNORECASE)
 _EQUALS = re.compile(r"(?<![\\<>!])=")  # math-verify's own equation split
-_TEXT_MACRO = re.compile(r"\\(?:text|textbf|textit|mathrm|mbox|operatorname)\s*\{([^{}]*)\}")
+_TEXT_MACRO = re.compile(r"\\(?:text|textbf|textit|textnormal|mathrm|mbox|operatorname)\s*\{([^{}]*)\}")
 _SPACING = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\ |\s|\$")
 _COMMAND = re.compile(r"\\[A-Za-z]+")
-_LATER_ANSWER = re.compile(r"\\boxed|\\fbox|final answer", re.IGNORECASE)
+_LATER_ANSWER = _STATED = re.compile(r"\\boxed|\\fbox|final answer", re.IGNORECASE)
 _OPTION_LETTER = re.compile(r"^\(?[A-Ea-e]\)?$")
 
 
@@ -55,7 +56,7 @@ def exact_text(latex: str) -> str:
 
 
 def _letters(latex: str) -> set[str]:
-    text = re.sub(r"\\(?:text|textbf|textit|mathrm|mbox|operatorname|begin|end)\s*\{[^{}]*\}", "", latex)
+    text = re.sub(r"\\(?:text|textbf|textit|textnormal|mathrm|mbox|operatorname|begin|end)\s*\{[^{}]*\}", "", latex)
     return set(re.findall(r"[A-Za-z]", _COMMAND.sub("", text)))
 
 
@@ -87,6 +88,11 @@ class _Reader:
 
     def parse(self, text: str, latex_only: bool = False) -> list:
         return self._parse(text, self.latex_only if latex_only else self.configs, parsing_timeout=self.timeout)
+
+    def gold(self, gold: str) -> list:
+        """A gold answer as MATH gives it (bare LaTeX), or with its own delimiters / box / solution text."""
+        delimited = bool(_MATH_DELIMITED.search(gold))
+        return self.parse(gold if delimited else f"${gold}$") or self.parse(f"${gold}$" if delimited else gold)
 
     def verify(self, gold: list, prediction: list) -> bool:
         return self._verify(gold, prediction, timeout_seconds=self.timeout)
@@ -132,13 +138,14 @@ def grade_latex(gold: str, response: str, timeout: int = SOFT_TIMEOUT_S) -> Grad
             source, prediction = "math-verify extraction", reader.parse(region)
     if not prediction:
         return Grade(False, statement, f"no answer found ({source})")
+    stated = source != "math-verify extraction" or bool(_STATED.search(region))  # boxed or Final Answer
     extracted = prediction[-1] if isinstance(prediction[-1], str) else str(prediction[0])
-    parsed_gold = reader.parse(f"${gold}$")
+    parsed_gold = reader.gold(gold)
     # math-verify's extracted text read again on its own: in context its value can come out wrong
     # ("$\\boxed{50\\%}$" after "100\\%" reads as 100); the text is still the answer it chose.
     if parsed_gold and (reader.verify(parsed_gold, prediction)
                         or reader.verify(parsed_gold, reader.parse(f"${extracted}$"))):
-        if "=" not in gold and (equation := false_equation(reader, extracted)):
+        if "=" not in gold and stated and (equation := false_equation(reader, extracted)):
             return Grade(False, extracted, f"the answer's equation {equation} is false ({source})")
         if case_mismatch(gold, extracted):
             return Grade(False, extracted, f"differs from {gold} in letter case ({source})")
