@@ -82,16 +82,6 @@ def stated_answer(text: str) -> tuple[str | None, str]:
     return None, "none"
 
 
-def boxed_spans(text: str) -> list[tuple[int, str]]:
-    """(start, content) of every `\\boxed{...}` / `\\boxed 5` in the text, in order."""
-    spans = []
-    for match in _BOXED.finditer(text):
-        content = _braced_or_token(text, match.end())
-        if content is not None:
-            spans.append((match.start(), content.strip()))
-    return spans
-
-
 def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` (nested braces balanced), or of `\\boxed 5`; None if absent."""
     for match in reversed(list(_BOXED.finditer(text))):
