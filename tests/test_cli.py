@@ -52,7 +52,7 @@ def test_grade_writes_input_plus_verdicts_in_order(tmp_path, task):
     assert [r["correct"] for r in rows] == VERDICTS[task]
     for given, written in zip(LINES[task], rows):
         assert {k: written[k] for k in given} == given  # input fields kept as they were
-        assert set(written) == set(given) | {"correct", "extracted", "reason"}
+        assert set(written) == set(given) | {"correct", "extracted", "reason", "grader_version"}
     n = len(rows)
     assert f"graded n={n}: {sum(VERDICTS[task])} correct" in result.output
 

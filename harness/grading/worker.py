@@ -12,7 +12,7 @@ import sys
 import time
 from multiprocessing.connection import Connection
 
-from harness.task import Grade
+from harness.task import Grade, Item
 
 # Seconds a worker sleeps before it reports ready: stands in for a slow start on a loaded machine (tests).
 START_DELAY_ENV = "HARNESS_GRADING_WORKER_START_DELAY_S"
@@ -30,6 +30,7 @@ def serve(conn: Connection) -> None:
             continue
         if message[0] == "task":
             task = message[1]
+            _warm_up(task)
             conn.send(("ready", None))  # loading a task (importing its module) is no job's time either
             continue
         _, index, item, response = message
@@ -38,6 +39,16 @@ def serve(conn: Connection) -> None:
         except Exception as exc:  # a grader bug on odd input must not stop a run of thousands
             grade = Grade(False, None, f"grader error: {type(exc).__name__}: {str(exc)[:200]}")
         conn.send((index, grade))
+
+
+def _warm_up(task) -> None:
+    """Grade one typical answer once, so that the grader's first-use costs (math-verify compiling its
+    patterns, sympy's first parse of a tuple with pi) fall on loading, not on the first job's deadline."""
+    try:
+        task.grade(Item("warm-up", "", r"\left(1, \frac{\pi}{2}\right)"),
+                   r"Final Answer: The final answer is $\boxed{\left(1, \frac{\pi}{2}\right)}$. I hope it is correct.")
+    except Exception:  # a task whose items need more fields: nothing to warm
+        pass
 
 
 def main() -> None:
