@@ -225,7 +225,7 @@ def math_hostile(rng: random.Random, n: int) -> list[tuple[str, str, str]]:
     cases = []
     while len(cases) < n:
         kind = rng.choice(["digits", "brace", "case", "equation", "one box", "later statement", "debris", "unicode",
-                           "percent"])
+                           "percent", "retraction"])
         gold, renderings = math_golds(rng)
         if kind in ("equation", "unicode"):
             gold = str(rng.randint(2, 9999))
@@ -254,6 +254,9 @@ def math_hostile(rng: random.Random, n: int) -> list[tuple[str, str, str]]:
                         + f"Final Answer: The final answer is ${gold}$. I hope it is correct.")
         elif kind == "unicode" and gold.isdigit():
             response = wrap.replace("@", unicode_digits(gold, rng))
+        elif kind == "retraction" and any(c.isdigit() for c in gold):
+            response = wrap.replace("@", rng.choice(renderings)) + rng.choice(RETRACTIONS).format(
+                rng.choice(["", f"${mutate_digit(gold, rng)}$", mutate_digit(gold, rng)])) + "."
         elif kind == "percent" and gold.endswith(r"\%"):
             response = f"The share is {int(gold[:-2]) + rng.choice([-1, 1, 10])} {rng.choice(['percent', 'pct', '%'])}."
         else:
@@ -279,4 +282,4 @@ def test_no_hostile_answer_is_graded_correct_and_every_control_is(task_name):
     failed = [(kind, gold, response, grade.reason) for kind, gold, response, grade in grades if not grade.correct]
     assert not passed, f"{len(passed)} of {len(hostile)} hostile answers graded correct: {passed[:5]}"
     assert not failed, f"{len(failed)} of {len(controls)} controls graded incorrect: {failed[:5]}"
-    assert len({kind for _, _, kind in hostile}) >= 9  # every class is exercised
+    assert len({kind for _, _, kind in hostile}) >= 10  # every class is exercised

@@ -24,6 +24,13 @@ _CHAT_TOKEN = re.compile(
     r"user|assistant|system|end)\|>|<(?:start|end)_of_turn>|</s>|\[/?INST\]"
 )
 _ASSISTANT_TURN = re.compile(r"\s*(?:assistant|model)\b[ \t]*(?:<\|end_header_id\|>)?\s*", re.IGNORECASE)
+# Words that take back what was just stated ("18? No wait, it is 20", "Actually, it is 7"): an answer
+# they follow is not the response's last word.
+RETRACTION = re.compile(
+    r"\b(?:wait|actually|I mean|scratch that|correction|oops|sorry|my mistake|no,? wait)\b"
+    r"|(?:^|[?.!,;:(]\s*)(?:(?:no|nope)\s*[,.!;:]|hmm+\b)",
+    re.IGNORECASE,
+)
 # A base model that runs on into a new problem after answering ("\n\nProblem:\n...").
 _NEXT_PROBLEM = re.compile(r"\n\s*(?:Problem|Question)\s*(?:\d+\s*)?:", re.IGNORECASE)
 
@@ -42,6 +49,15 @@ def answer_region(text: str) -> str:
     if cut and region[: cut.start()].strip():
         region = region[: cut.start()]
     return region
+
+
+def last_box_end(text: str) -> int | None:
+    """Where the last closed `\\boxed{...}` ends, or None."""
+    for match in reversed(list(_BOXED.finditer(text))):
+        content = _braced_or_token(text, match.end())
+        if content is not None:
+            return match.end() + len(content) + (2 if text[match.end() : match.end() + 1] == "{" else 0)
+    return None
 
 
 def final_answer_statement(text: str) -> str | None:

@@ -6,6 +6,8 @@ What we add to `verify(parse(gold), parse(response))` (issue 10) only narrows it
 - where the SCoRe statement "The final answer is X" is present, the LAST one stands and only its X is
   read (math-verify itself would prefer an earlier statement that ends in "I hope it is correct"),
   unless a later attempt answers again after it (a box or a Final Answer line): then that tail is read;
+- a retraction after the stated answer (the SCoRe statement or the last box: "No wait", "Actually")
+  takes it back: what follows is read instead, and with nothing there the answer is incorrect;
   else, where a looser "Final Answer: ..." line closes the response, math-verify reads from its last
   one; else math-verify reads the whole region (several \\boxed{} together, percent words, "k = 45");
 - a verdict math-verify calls equivalent is refused when the stated answer (boxed, or in a Final Answer
@@ -25,7 +27,7 @@ import logging
 import re
 import threading
 
-from harness.grading.extract import FINAL_ANSWER_LINE, answer_region, final_answer_text
+from harness.grading.extract import FINAL_ANSWER_LINE, RETRACTION, answer_region, final_answer_text, last_box_end
 from harness.task import Grade
 
 SOFT_TIMEOUT_S = 2  # per math-verify call; integer because signal.alarm takes whole seconds
@@ -121,13 +123,33 @@ def false_equation(reader: _Reader, answer: str) -> str | None:
     return None
 
 
+def _stated_end(region: str) -> int | None:
+    """Where the last stated answer ends: the last box, or the line of the last "Final Answer"."""
+    lines = list(FINAL_ANSWER_LINE.finditer(region))
+    line_end = None
+    if lines:
+        newline = region.find("\n", lines[-1].end())
+        line_end = len(region) if newline < 0 else newline
+        line_end = region.find(".", lines[-1].end(), line_end) + 1 or line_end  # the sentence, if it ends
+    ends = [e for e in (last_box_end(region), line_end) if e is not None]
+    return max(ends) if ends else None
+
+
 def grade_latex(gold: str, response: str, timeout: int = SOFT_TIMEOUT_S) -> Grade:
     reader = _Reader(_signal_timeout(timeout))
     region = answer_region(response or "")[-MAX_REGION_CHARS:]
     statement, end = final_answer_text(region)
     if statement is not None and _LATER_ANSWER.search(region[end:]):
         statement, region = None, region[end:]  # a later attempt answers again (a box, a Final Answer line)
-    if statement is not None:
+    answer_end = end if statement is not None else _stated_end(region)
+    retraction = RETRACTION.search(region, answer_end) if answer_end is not None else None
+    if retraction:  # "\\boxed{18}. No wait, it is 20": what follows the retraction is the answer, if anything
+        tail = region[retraction.end():]
+        prediction = reader.parse(tail)
+        if not prediction:
+            return Grade(False, statement, "the stated answer is retracted and nothing follows")
+        statement, source = None, "after a retraction"
+    elif statement is not None:
         if len(statement) > MAX_ANSWER_CHARS:
             return Grade(False, statement[:80] + "...", f"answer longer than {MAX_ANSWER_CHARS} chars")
         source, prediction = "final answer", reader.parse(_as_math(statement))

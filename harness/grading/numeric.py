@@ -17,7 +17,7 @@ import re
 from fractions import Fraction
 
 from harness.grading.arithmetic import _Rejected, evaluate
-from harness.grading.extract import answer_region
+from harness.grading.extract import RETRACTION, answer_region
 from harness.task import Grade
 
 # A number token: digits of any script (so that non-ASCII ones are seen, then refused), thousands
@@ -30,11 +30,6 @@ _NOISE = re.compile(r"\\\$|\$|\\!|\{,\}|\\,|\\text\s*\{[^}]*\}|\\mathrm\s*\{[^}]
 _FRAC = re.compile(r"\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
 _BOLD = re.compile(r"(?<![0-9)\s])\*\*|\*\*(?![0-9(\s])|(?<=\s)\*\*(?=\s)|^\*\*|\*\*$")
 _CLAUSE_END = re.compile(r"(?<!\d)[.;!](?!\d)|\n|(?<=\d)\.(?:\s|$)")
-_RETRACTION = re.compile(
-    r"\b(?:wait|actually|I mean|rather|scratch that|correction|oops|sorry|my mistake|instead|recalculat\w*|"
-    r"let me (?:re)?check|no,? wait)\b|(?:^|[?.!,;:(]\s*)(?:(?:no|nope)\s*[,.!;:]|hmm+\b)",
-    re.IGNORECASE,
-)
 _NEGATION = re.compile(r"(?:\bnot|n't|\bnever|\bno longer)\s+(?:\w+\s+){0,2}$|\bnot\s*$", re.IGNORECASE)
 _ALTERNATIVE = re.compile(
     r"^\s*[?,]?\s*(?:\(?\s*)(?:or|and/or|and|to|-|–|—|~|±|\\pm|\+/-|vs\.?|versus)\s*(?:maybe|perhaps|possibly|even)?"
@@ -90,7 +85,7 @@ def read_number(span: str, context: str = "") -> tuple[Fraction | None, str, str
     if match is None:
         return None, "", "no number in the stated answer"
     before, token, after = _clean(context) + clause[: match.start()], match.group(0), clause[match.end() :]
-    retraction = _RETRACTION.search(span[match.end() :])
+    retraction = RETRACTION.search(span[match.end() :])
     if retraction:  # "18? No wait, it is 20": the number after the retraction is the answer
         value, text, why = read_number(span[match.end() + retraction.end() :])
         return value, text, f"{token} retracted; {why}" if value is None else f"{token} retracted"
@@ -151,7 +146,7 @@ def extract_number(response: str) -> tuple[Fraction | None, str | None, str]:
     last = numbers[-1]
     before, after = cleaned[: last.start()], cleaned[last.end() :]
     end = _CLAUSE_END.search(cleaned, last.end())  # on the whole text: "87!" ends no clause after its 7
-    if _RETRACTION.search(after):
+    if RETRACTION.search(after):
         return None, last.group(0), f"last number {last.group(0)} is retracted"
     if _OPERATOR_BEFORE.search(before[-12:]):
         return None, last.group(0), f"last number {last.group(0)} ends an expression, not an answer"
