@@ -28,7 +28,7 @@ _ASSISTANT_TURN = re.compile(r"\s*(?:assistant|model)\b[ \t]*(?:<\|end_header_id
 # they follow is not the response's last word.
 RETRACTION = re.compile(
     r"\b(?:wait|actually|I mean|scratch that|correction|oops|sorry|my mistake|no,? wait)\b"
-    r"|(?:^|[?.!,;:(]\s*)(?:(?:no|nope)\s*[,.!;:]|hmm+\b)",
+    r"|(?:^|[?.!,;:(]\s*)(?:no|nope)\s*[,.!;:]",
     re.IGNORECASE,
 )
 # A base model that runs on into a new problem after answering ("\n\nProblem:\n...").
