@@ -231,7 +231,9 @@ def _prepare(config, block_sockets: bool):
 
     watched = [sys.modules[m] for m in ("builtins", "math", "cmath", "re", "string", "collections", "itertools",
                                         "functools", "operator", "heapq", "copy")]
-    snapshot = [(m, [(k, id(v)) for k, v in vars(m).items() if not k.startswith("__")]) for m in watched]
+    watched.append(sys.modules["collections"].Counter)  # a Python class the plain check accepts
+    snapshot = [(m, [(k, id(v)) for k, v in vars(m).items() if not k.startswith("__") or k in ("__eq__", "__ne__")])
+                for m in watched]
     clean_builtins = dict(vars(builtins))
     modules = sys.modules
     # Everything used after the program ran is bound here, before it: the program may rebind builtins.
@@ -279,7 +281,7 @@ def _run(program, tests, builtins, clean_builtins, snapshot, modules, plain, blo
         for name, ident in names:
             if name not in current or id_(current[name]) != ident:
                 return f"the program modified {module.__name__}.{name}"
-        if modules.get(module.__name__) is not module:
+        if type_(module) is not type_ and modules.get(module.__name__) is not module:
             return f"the program replaced module {module.__name__}"
     if len_(gc_callbacks) or thread_count():
         return "the program left a gc callback or a thread running"
@@ -299,12 +301,17 @@ def _plain_checker():
     """Returns its argument if it is plain data (exact builtin types, recursively), else raises.
 
     Compared values must be plain so that a program cannot return an object whose `__eq__`,
-    `__bool__` or `__lt__` lies. Exact types: a subclass of int can override `__eq__`.
+    `__bool__` or `__lt__` lies. Exact types: a subclass of int can override `__eq__`. The
+    collections types MBPP's tests compare are allowed too; Counter is a Python class, so its
+    methods are in the snapshot `_run` checks after the tests.
     """
+    import collections
+
     type_ = type
     scalars = frozenset({type_(None), bool, int, float, complex, str, bytes, type, type_(...)})
-    containers = frozenset({list, tuple, set, frozenset})
-    TypeError_ = TypeError
+    sequences = frozenset({list, tuple, set, frozenset, collections.deque})
+    mappings = frozenset({dict, collections.Counter, collections.OrderedDict, collections.defaultdict})
+    TypeError_, keys, values = TypeError, dict.keys, dict.values
 
     def plain(value):
         stack = [value]
@@ -313,11 +320,11 @@ def _plain_checker():
             kind = type_(item)
             if kind in scalars:
                 continue
-            if kind in containers:
+            if kind in sequences:
                 stack.extend(item)
-            elif kind is dict:
-                stack.extend(item.keys())
-                stack.extend(item.values())
+            elif kind in mappings:
+                stack.extend(keys(item))
+                stack.extend(values(item))
             else:
                 raise TypeError_(f"a test compared a {kind.__name__} value; only plain data is accepted")
         return value
