@@ -211,6 +211,8 @@ def _reason(report: bytes, returncode: int | None, timed_out: bool, limits: Sand
     text = report.decode("utf-8", "replace").strip()
     if text.startswith("FAIL "):
         return text[5:].splitlines()[0][:300]
+    if text:
+        return "the program wrote to the verdict channel (a forged or garbled report)"
     if returncode is not None and returncode != 0:
         code = returncode - 128 if returncode > 128 else -returncode if returncode < 0 else None
         if code and code in signal.Signals._value2member_map_:

@@ -211,7 +211,7 @@ PRELOADED = (
     "ast", "gc", "_thread", "typing", "math", "cmath", "re", "string", "collections", "collections.abc",
     "itertools", "functools", "operator", "heapq", "bisect", "copy", "random", "statistics", "fractions",
     "decimal", "datetime", "array", "struct", "hashlib", "json", "textwrap", "numbers", "calendar",
-    "unicodedata", "dataclasses", "enum", "queue", "socket", "sys", "os",
+    "unicodedata", "dataclasses", "enum", "queue", "socket", "threading", "shutil", "sys", "os",
 )
 
 
