@@ -19,6 +19,7 @@ from harness.prompts import SCORE_CORRECTION
 from harness.reported import reported_rows
 from harness.task import get_task
 from tasks.code_prompts import CODE_CORRECTION
+from sandbox_checks import leftovers, wait_until_clean
 from tasks.mbpp import KNOWN_BAD_REFERENCES, SPLIT_IDS
 
 runner = CliRunner()
@@ -166,10 +167,12 @@ def test_the_pool_grades_hostile_programs_and_keeps_going(mbpp):
         "```python\nx = bytearray(10 * 1024 ** 3)\n```",
         f"```python\n{item.answer}\n```",
     ]
+    before = leftovers()
     started = time.monotonic()
     grades = grade_many(task, [item] * len(responses), responses, workers=2)
     assert [g.correct for g in grades] == [False, False, False, False, True], grades
     assert time.monotonic() - started < 30
+    assert wait_until_clean(before) == before
     assert "timed out" in grades[0].reason and "MemoryError" in grades[3].reason
 
 
@@ -177,6 +180,7 @@ def test_the_pool_grades_hostile_programs_and_keeps_going(mbpp):
 def test_canonical_solutions_pass(humaneval, mbpp):
     """All 164 HumanEval and all MBPP test + train reference programs, through the pool on every core."""
     he_task, he = humaneval
+    before = leftovers()
     started = time.monotonic()
     he_grades = grade_many(he_task, list(he.values()), [i.answer[len(i.question):] for i in he.values()])
     he_seconds = time.monotonic() - started
@@ -189,6 +193,7 @@ def test_canonical_solutions_pass(humaneval, mbpp):
     failing = {i.meta["task_id"]: g.reason for i, g in zip(chosen, grades) if not g.correct}
     # Upstream exceptions (tasks/mbpp.py); 123 takes about 3.6 s alone, near the 4 s deadline on shared cores.
     assert set(KNOWN_BAD_REFERENCES) <= set(failing) <= set(KNOWN_BAD_REFERENCES) | {123}, failing
+    assert wait_until_clean(before) == before
     print(f"\ncanonical solutions: HumanEval 164 in {he_seconds:.1f} s, MBPP test+train {len(chosen)} in "
           f"{mbpp_seconds:.1f} s; failing {sorted(failing)}")
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from harness.grading.sandbox import UID_RANGE, SandboxLimits, run_tests
+from harness.grading.sandbox import SandboxLimits, run_tests
+from sandbox_checks import leftovers, wait_until_clean
 
 FAST = SandboxLimits(wall_s=2.0, cpu_s=2)
 SLACK_S = 1.5  # start-up, kill and clean-up on a loaded 2-core machine
@@ -26,30 +25,11 @@ def run(program: str, tests: list[str], limits: SandboxLimits = FAST):
     return result
 
 
-def sandbox_leftovers() -> tuple[list[int], list[str]]:
-    """Processes of a throw-away uid (root only) and sandbox working directories still present."""
-    pids = []
-    if ROOT:
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                try:
-                    uid = entry.stat().st_uid
-                except OSError:
-                    continue
-                if UID_RANGE[0] <= uid < UID_RANGE[1]:
-                    pids.append(int(entry.name))
-    dirs = [p.name for p in Path(tempfile.gettempdir()).glob("harness-sandbox-*")]
-    return pids, dirs
-
-
 @pytest.fixture(autouse=True)
 def nothing_left_behind():
-    before = sandbox_leftovers()
+    before = leftovers()
     yield
-    deadline = time.monotonic() + 3  # a killed PID namespace is torn down by the kernel, asynchronously
-    while sandbox_leftovers() != before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert sandbox_leftovers() == before
+    assert wait_until_clean(before) == before
 
 
 def test_a_correct_program_passes_and_a_wrong_one_fails():
