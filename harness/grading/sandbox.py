@@ -58,6 +58,7 @@ class RunResult:
 def run_tests(program: str, tests: list[str], setup: str = "", limits: SandboxLimits = SandboxLimits()) -> RunResult:
     """Run `program`, then `setup`, then each test statement; passed only if all of them returned."""
     started = time.monotonic()
+    _sweep_stale(limits)
     nonce = secrets.token_hex(16)
     uid = secrets.SystemRandom().randrange(*UID_RANGE) if os.geteuid() == 0 else None
     workdir = tempfile.mkdtemp(prefix="harness-sandbox-")
@@ -150,6 +151,30 @@ def _clean_up(workdir: str, uid: int | None) -> None:
         for scratch in SCRATCH_DIRS:
             _remove_owned(Path(scratch), uid)
     shutil.rmtree(workdir, onerror=_force_remove)
+
+
+def _sweep_stale(limits: SandboxLimits) -> None:
+    """Remove what runs whose grader was killed mid-run (the pool's hard deadline) could not clean up."""
+    cutoff = time.time() - 10 * limits.wall_s - 60
+    for path in Path(tempfile.gettempdir()).glob("harness-sandbox-*"):
+        try:
+            if path.lstat().st_mtime < cutoff:
+                shutil.rmtree(path, onerror=_force_remove)
+        except OSError:
+            pass
+    if os.geteuid() == 0:
+        for scratch in SCRATCH_DIRS:
+            try:
+                entries = list(os.scandir(scratch))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if UID_RANGE[0] <= info.st_uid < UID_RANGE[1] and info.st_mtime < cutoff:
+                    _remove_owned(Path(scratch), info.st_uid)
 
 
 def _kill_uid(uid: int) -> None:
