@@ -191,8 +191,10 @@ def test_canonical_solutions_pass(humaneval, mbpp):
     grades = grade_many(task, chosen, [f"```python\n{i.answer}\n```" for i in chosen])
     mbpp_seconds = time.monotonic() - started
     failing = {i.meta["task_id"]: g.reason for i, g in zip(chosen, grades) if not g.correct}
-    # Upstream exceptions (tasks/mbpp.py); 123 takes about 3.6 s alone, near the 4 s deadline on shared cores.
-    assert set(KNOWN_BAD_REFERENCES) <= set(failing) <= set(KNOWN_BAD_REFERENCES) | {123}, failing
+    # Upstream exceptions (tasks/mbpp.py; 596 is a validation problem); 123 takes about 3.6 s alone, near
+    # the 4 s deadline on shared cores.
+    known = {i for i in KNOWN_BAD_REFERENCES if i in SPLIT_IDS["test"] or i in SPLIT_IDS["train"]}
+    assert known == {341, 642} and known <= set(failing) <= known | {123}, failing
     assert wait_until_clean(before) == before
     print(f"\ncanonical solutions: HumanEval 164 in {he_seconds:.1f} s, MBPP test+train {len(chosen)} in "
           f"{mbpp_seconds:.1f} s; failing {sorted(failing)}")
