@@ -248,53 +248,48 @@ def _prepare(config, block_sockets: bool):
         return f"SyntaxError: {exc.msg} (line {exc.lineno})"
     except (ValueError, MemoryError, RecursionError) as exc:
         return f"the program cannot be compiled: {type(exc).__name__}"
-    return lambda: _run(program, tests, builtins, clean_builtins, snapshot, modules, plain, block_sockets, id_, vars_,
-                        len_, dict_, exec_, type_, str_, thread_count, gc_callbacks, base_exception)
 
-
-def _run(program, tests, builtins, clean_builtins, snapshot, modules, plain, block_sockets, id_, vars_, len_, dict_,
-         exec_, type_, str_, thread_count, gc_callbacks, base_exception):
-    """None when the program and every test ran to their end; else the reason, as one line."""
-    namespace = {"__name__": "solution", "__builtins__": builtins}
-    _disarm_signals()
-    sys.addaudithook(_audit_hook(block_sockets))
-
-    try:
-        exec_(program, namespace)
-    except base_exception as exc:  # SystemExit included: exiting early is not passing
-        return f"the program raised {_describe(exc, type_, str_)}"
-    test_globals = dict_(namespace)
-    test_globals["__builtins__"] = dict_(clean_builtins)
-    test_globals["__harness_plain__"] = plain
-    number = 0
-    for code in tests:
+    def go():
+        """None when the program and every test ran to their end; else the reason, as one line."""
+        namespace = {"__name__": "solution", "__builtins__": builtins}
+        _disarm_signals()
+        sys.addaudithook(_audit_hook(block_sockets))
         try:
-            exec_(code, test_globals)
-        except base_exception as exc:
-            what = "the test set-up" if number == 0 else f"test {number}"
-            return f"{what} failed: {_describe(exc, type_, str_)}"
-        number += 1
-    # What could have made failing tests look passed: a module the tests use patched or replaced,
-    # a gc callback or a thread running during them.
-    for module, names in snapshot:
-        current = vars_(module)
-        for name, ident in names:
-            if name not in current or id_(current[name]) != ident:
-                return f"the program modified {module.__name__}.{name}"
-        if type_(module) is not type_ and modules.get(module.__name__) is not module:
-            return f"the program replaced module {module.__name__}"
-    if len_(gc_callbacks) or thread_count():
-        return "the program left a gc callback or a thread running"
-    return None
+            exec_(program, namespace)
+        except base_exception as exc:  # SystemExit included: exiting early is not passing
+            return f"the program raised {describe(exc)}"
+        test_globals = dict_(namespace)
+        test_globals["__builtins__"] = dict_(clean_builtins)
+        test_globals["__harness_plain__"] = plain
+        number = 0
+        for code in tests:
+            try:
+                exec_(code, test_globals)
+            except base_exception as exc:
+                return f"{'the test set-up' if number == 0 else f'test {number}'} failed: {describe(exc)}"
+            number += 1
+        # What could have made failing tests look passed: a module the tests use patched or replaced,
+        # a gc callback or a thread running during them.
+        for module, names in snapshot:
+            current = vars_(module)
+            for name, ident in names:
+                if name not in current or id_(current[name]) != ident:
+                    return f"the program modified {module.__name__}.{name}"
+            if type_(module) is not type_ and modules.get(module.__name__) is not module:
+                return f"the program replaced module {module.__name__}"
+        if len_(gc_callbacks) or thread_count():
+            return "the program left a gc callback or a thread running"
+        return None
 
+    def describe(exc) -> str:
+        try:
+            message = str_(exc)
+        except base_exception:  # a hostile __str__
+            message = "?"
+        text = f"{type_(exc).__name__}: {message}" if message else type_(exc).__name__
+        return text.replace("\n", " ")[:300]
 
-def _describe(exc, type_, str_) -> str:
-    try:
-        message = str_(exc)
-    except BaseException:  # noqa: BLE001  (a hostile __str__)
-        message = "?"
-    text = f"{type_(exc).__name__}: {message}" if message else type_(exc).__name__
-    return text.replace("\n", " ")[:300]
+    return go
 
 
 def _plain_checker():
