@@ -145,8 +145,8 @@ def write_compare_outputs(folder: Path, spec: dict[str, Any]) -> Outputs:
     rows = [measured_row(label, m, out.tokens[label]) for label, m in out.metrics.items()]
     citations: list[tuple[str, str]] = []
     if config.get("reported"):
-        rows += [table_reported_row(r) for r in reported_rows()]
-        citations = sources()
+        rows += [table_reported_row(r) for r in reported_rows(config["task"])]
+        citations = sources(config["task"])
     text = caption(config["task"], config["split"], config["model"], turns, config["temperature"], config["seed"])
     out.title = f"{config['task']} ({config['split']}), {config['model']}, n = {len(spec['problem_ids'])}"
     out.written += write_tables(folder, rows, turns, text, f"tab:selfcorrect-{slug(config['task'])}", citations)

@@ -36,7 +36,7 @@ class Method:
 
     def __init__(self, system_prompt: str | None = None, correction_instruction: str | None = None, **options: Any):
         self.system_prompt = system_prompt
-        self.correction_instruction = correction_instruction or SCORE_CORRECTION
+        self.correction_instruction = correction_instruction  # None: the task's, else SCoRe's
         self.options = options
 
     def first_request(self, task: Task, item: Item) -> Request:
@@ -52,7 +52,10 @@ class Method:
         """The request after the episode's last step, or None to stop (the last attempt then stands)."""
         last = episode.steps[-1]
         return Request(last.messages + [{"role": "assistant", "content": last.text},
-                                        {"role": "user", "content": self.correction_instruction}])
+                                        {"role": "user", "content": self.instruction_for(task)}])
+
+    def instruction_for(self, task: Task) -> str:
+        return self.correction_instruction or task.correction_instruction or SCORE_CORRECTION
 
     # ---- training hooks (trained methods override; prompting methods never reach them) ----------
     def parse_options(self) -> Any:

