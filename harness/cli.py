@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from harness.data import DATA_ENV, read_jsonl, resolve_data_dir
-from harness.errors import HarnessError
+from harness.errors import HarnessError, Interrupted
 from harness.task import TASKS, get_task
 
 app = typer.Typer(
@@ -29,22 +29,47 @@ err_console = Console(stderr=True)
 
 
 def user_errors(command: Callable) -> Callable:
-    """Turn a HarnessError into one red line on stderr and exit code 2 (no traceback)."""
+    """Turn a HarnessError into one red line on stderr and exit code 2 (no traceback); so are an OS
+    error on a file (disk full, no permission) and Ctrl-C."""
+
+    def say(label: str, message: str) -> None:
+        # The message is text: "[embedded]" in an install hint must not be read as rich markup.
+        text = " ".join(message.split())  # one line, whatever the message holds
+        err_console.print(f"[bold red]{label}:[/] {escape(text)}", highlight=False, markup=True, soft_wrap=True)
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except HarnessError as exc:
-            # The message is text: "[embedded]" in an install hint must not be read as rich markup.
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
+        except Interrupted as exc:
+            say("stopped", str(exc))
             raise typer.Exit(code=exc.exit_code) from None
+        except HarnessError as exc:
+            say("error", str(exc))
+            raise typer.Exit(code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            say("stopped", "interrupted; what was stored is kept, and rerunning the command continues from there")
+            raise typer.Exit(code=130) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            say("error", f"{where}{exc.strerror or exc}")
+            raise typer.Exit(code=2) from None
 
     return wrapper
 
 
+class _Bar(Progress):
+    """A progress bar that vanishes when its block fails, so an error stays one line on stderr."""
+
+    def __exit__(self, exc_type, exc_value, traceback) -> None:
+        if exc_type is None:
+            return super().__exit__(exc_type, exc_value, traceback)
+        self.live.transient = True  # erase it (on a terminal) or never print it (elsewhere)
+        self.live.stop()  # not Progress.stop(), which ends with an empty line off a terminal
+
+
 def progress_bar(transient: bool = False) -> Progress:
-    return Progress(
+    return _Bar(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -113,15 +138,19 @@ def grade_command(
     from harness.grading import grade_many
     from harness.store import atomic_write_jsonl
 
+    from harness.store import check_output_file
+
     task = get_task(task_name)
     rows = read_jsonl(input_path, required=("response", *task.grade_fields))
+    if not rows:
+        raise HarnessError(f"{input_path}: no lines to grade")
     items = [task.item_from_record(record, f"{input_path}:{lineno}") for lineno, record in rows]
     responses = []
     for lineno, record in rows:
         if not isinstance(record["response"], str):
             raise HarnessError(f"{input_path}:{lineno}: 'response' must be a string")
         responses.append(record["response"])
-    out = out or input_path.with_name(input_path.name.removesuffix(".jsonl") + ".graded.jsonl")
+    out = check_output_file(out or input_path.with_name(input_path.name.removesuffix(".jsonl") + ".graded.jsonl"))
     with progress_bar(transient=True) as bar:
         job = bar.add_task("grading", total=len(items), status="")
         grades = grade_many(task, items, responses, workers=workers or None, on_done=lambda k: bar.advance(job, k))
@@ -199,9 +228,9 @@ def eval_command(
                         dtype=dtype, device=device, data_dir=str(data_dir) if data_dir else None,
                         out=str(out) if out else None, checkpoint=str(checkpoint) if checkpoint else None)
     if checkpoint is not None and (checkpoint / "config.yaml").is_file():
-        import yaml
+        from harness.config import read_yaml
 
-        trained = yaml.safe_load((checkpoint / "config.yaml").read_text()) or {}
+        trained = read_yaml(checkpoint / "config.yaml")
         config.model = trained.get("model", model)  # the trained policy's base model comes from the run
         if method == "base":  # label (and prompt) the run as the method that trained it
             config.method = method = trained.get("method", method)
@@ -314,6 +343,8 @@ def train_command(
     explicit = {"method": method, "task": task, "model": model, "max_steps": max_steps, "seed": seed,
                 "data_dir": str(data_dir) if data_dir else None, "out": str(resume or out) if (resume or out) else None}
     if resume is not None:
+        if out is not None and Path(out).resolve() != resume.resolve():
+            raise HarnessError("give --resume RUN_DIR or --out, not both (a resumed run stays in its folder)")
         if not (resume / "config.yaml").is_file():
             raise HarnessError(f"{resume}: not a training run (no config.yaml)")
         config_file = config_file or resume / "config.yaml"
