@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.24 carries its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -17,11 +24,35 @@ from harness.data import DATA_ENV, read_jsonl, resolve_data_dir
 from harness.errors import HarnessError, Interrupted
 from harness.task import TASKS, get_task
 
+class OneLineUsageErrors(TyperGroup):
+    """Click's own errors (a bad option value, an unknown option) as one line on stderr, exit 2, like
+    every other error of the harness, instead of a usage block and a boxed message."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click_errors.NoArgsIsHelpError as exc:
+            exc.show()  # `harness` alone: the help
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            hint = f" (see {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) is not None else ""
+            err_console.print(f"[bold red]error:[/] {escape(' '.join(exc.format_message().split()))}{escape(hint)}",
+                              highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err_console.print("[bold red]stopped:[/] interrupted", highlight=False)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     help="Train and compare methods that teach a language model to correct its own answer.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineUsageErrors,
 )
 # Tables are wide (value + interval per column): off a terminal, print them at 120 columns, not 80.
 console = Console() if Console().is_terminal else Console(width=120)

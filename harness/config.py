@@ -119,7 +119,7 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             if not math.isfinite(number):  # nan and inf are never a setting
                 raise ValueError
             if hint is int:
-                if not float(number).is_integer():
+                if not float(number).is_integer() or abs(number) >= 2**63:  # what torch and numpy hold
                     raise ValueError
                 return int(number)
             return float(number)
@@ -184,7 +184,8 @@ def _type_problem(value: Any, hint: Any) -> str | None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         return None if ok else "must be a finite number"
     if hint is int:
-        return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+        ok = isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
+        return None if ok else "must be a 64-bit integer"
     if hint in (str, bool):
         return None if isinstance(value, hint) else f"must be a {hint.__name__}"
     return None

@@ -98,10 +98,10 @@ def check_output_file(path: str | os.PathLike) -> Path:
     if path.is_dir():
         raise HarnessError(f"{path}: is a folder; give a file path")
     parent = path.parent
-    while not parent.exists():
+    while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise HarnessError(f"{path}: {parent} is not a folder")
+        raise HarnessError(f"{parent}: exists and is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise HarnessError(f"{path}: {parent} is not writable")
     return path
@@ -125,8 +125,7 @@ class RunStore:
         import yaml
 
         path = self.root / "config.yaml"
-        if self.root.exists() and not self.root.is_dir():
-            raise HarnessError(f"{self.root}: exists and is not a folder")
+        check_output_file(path)  # the run folder can be made here (no file in the way, writable)
         if not path.is_file():
             return
         try:
