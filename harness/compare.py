@@ -91,7 +91,7 @@ def plan(config: CompareConfig) -> Plan:
     from harness.store import RunStore
     from harness.task import get_task
 
-    check_fields(config, "compare")
+    check_fields(config, "--")  # set by the CLI options of compare
     task = get_task(config.task)
     if config.split not in task.splits:
         raise HarnessError(f"task {config.task!r} has no split {config.split!r}; splits: {', '.join(task.splits)}")

@@ -192,14 +192,16 @@ def _type_problem(value: Any, hint: Any) -> str | None:
 
 
 def check_fields(config: Any, where: str) -> None:
-    """Every field of dataclass `config` against its type and declared rule: one-line HarnessError."""
+    """Every field of dataclass `config` against its type and declared rule: one-line HarnessError.
+    `where` names the fields in the message: "train" gives `train.lr`, "--" gives `--top-p` (CLI options)."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         rule = f.metadata.get("rule")
         problem = _type_problem(value, hints[f.name]) or (rule.problem(value) if rule else None)
         if problem:
-            raise HarnessError(f"{where}.{f.name} {problem} (got {value!r})")
+            name = f"--{f.name.replace('_', '-')}" if where == "--" else f"{where}.{f.name}"
+            raise HarnessError(f"{name} {problem} (got {value!r})")
 
 
 def check_device(device: str) -> str | None:

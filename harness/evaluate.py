@@ -66,7 +66,7 @@ class EvalConfig(RolloutSettings):
 
     def validate(self) -> None:
         """Every setting, the task and split, the method and the checkpoint folder; writes nothing."""
-        check_fields(self, "eval")
+        check_fields(self, "--")  # set by the CLI options of eval
         task = get_task(self.task)
         if self.split not in task.splits:
             raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")

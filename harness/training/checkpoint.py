@@ -181,7 +181,8 @@ def require_checkpoint(run_dir: Path) -> Path:
         raise HarnessError(f"{run_dir}: no such run folder")
     found = latest_checkpoint(run_dir, only=("weights.safetensors", "weights.json"))
     if found is None:
-        raise HarnessError(f"{run_dir}: no intact checkpoint found under checkpoints/")
+        damaged = " (all damaged)" if checkpoints(run_dir) else ""
+        raise HarnessError(f"{run_dir}: no checkpoint found under checkpoints/{damaged}")
     return found
 
 
