@@ -335,6 +335,11 @@ def train(config: TrainConfig, resume: bool = False,
             except StopRequested:
                 trainer.restore(before)
                 break
+            except Exception:
+                if stop.signal is None:
+                    raise
+                trainer.restore(before)  # the signal also reached a helper (a grading worker) and broke the rollout
+                break
             if trainer.sft is not None:
                 logs = trainer.sft_update(batch)
             else:
