@@ -259,9 +259,9 @@ def eval_command(
                         dtype=dtype, device=device, data_dir=str(data_dir) if data_dir else None,
                         out=str(out) if out else None, checkpoint=str(checkpoint) if checkpoint else None)
     if checkpoint is not None and (checkpoint / "config.yaml").is_file():
-        from harness.config import read_yaml
+        from harness.training.checkpoint import read_run_config
 
-        trained = read_yaml(checkpoint / "config.yaml")
+        trained = read_run_config(checkpoint)
         config.model = trained.get("model", model)  # the trained policy's base model comes from the run
         if method == "base":  # label (and prompt) the run as the method that trained it
             config.method = method = trained.get("method", method)

@@ -66,18 +66,11 @@ class CompareResult:
 
 def _trained_run(path: str, model: str) -> tuple[str, str]:
     """(method, base model) of a training-run folder, after checking it holds a checkpoint."""
-    import yaml
-
-    from harness.training.checkpoint import require_checkpoint
+    from harness.training.checkpoint import read_run_config, require_checkpoint
 
     run = Path(path)
     require_checkpoint(run)
-    config_path = run / "config.yaml"
-    if not config_path.is_file():
-        raise HarnessError(f"{run}: not a training run (no config.yaml)")
-    trained = yaml.safe_load(config_path.read_text()) or {}
-    if "method" not in trained or "model" not in trained:
-        raise HarnessError(f"{config_path}: names no method or model")
+    trained = read_run_config(run)
     if trained["model"] != model:
         raise HarnessError(f"{run} was trained from model {trained['model']!r}, not --model {model!r}; "
                            "a comparison needs one base model")

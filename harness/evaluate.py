@@ -72,9 +72,10 @@ class EvalConfig(RolloutSettings):
             raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")
         get_method(self.method)  # unknown method: one line
         if self.checkpoint:
-            from harness.training.checkpoint import require_checkpoint
+            from harness.training.checkpoint import read_run_config, require_checkpoint
 
             self.checkpoint_step = require_checkpoint(Path(self.checkpoint)).name
+            read_run_config(Path(self.checkpoint))  # names its method and model
 
 
 @dataclass

@@ -264,7 +264,11 @@ def test_report_refuses_bad_folders(work):
     (here / "bad-config").mkdir()
     (here / "bad-config" / "samples.jsonl").write_text('{"id": "a", "correct": [true, true], "generated_tokens": 1}\n')
     (here / "bad-config" / "config.yaml").write_bytes(b"turns: [\n")
-    for folder in ("nosuch", "empty", "bad-compare", "bad-samples", "bad-config"):
+    (here / "bad-log").mkdir()
+    (here / "bad-log" / "log.jsonl").write_bytes(b'{"step": 1}\n\xff\n')
+    (here / "empty-log").mkdir()
+    (here / "empty-log" / "log.jsonl").write_bytes(b"")
+    for folder in ("nosuch", "empty", "bad-compare", "bad-samples", "bad-config", "bad-log", "empty-log"):
         refused(work, ["report", str(here / folder)])
 
 
@@ -282,6 +286,20 @@ def test_train_resume_refuses_bad_runs(work):
         yaml_file.write_bytes(content)
         refused(work, [*TRAIN, "--data-dir", str(work / "data"), "--config", str(yaml_file)])
     refused(work, [*TRAIN, "--config", str(here / "missing.yaml")])
+
+
+@pytest.mark.parametrize("config", [b"\xff\xfe", b"model: [\n", b"- 1\n", b"{}\n"], ids=["non-utf8", "garbled", "list", "empty"])
+@pytest.mark.parametrize("command", ["eval", "compare"])
+def test_a_training_run_with_a_bad_config_is_refused(work, command, config):
+    """--checkpoint / --checkpoints of a run whose config.yaml is damaged (its checkpoint is fine)."""
+    from harness.training.checkpoint import save_checkpoint
+
+    run = work / "work" / "run"
+    save_checkpoint(run / "checkpoints", 1, {"weights": {}}, {})
+    (run / "config.yaml").write_bytes(config)
+    flag = {"eval": ["--checkpoint", str(run)], "compare": ["--checkpoints", str(run)]}[command]
+    refused(work, [command, "--task", "gsm8k", "--model", "tiny-random", "--limit", "1", "--data-dir",
+                   str(work / "data"), *flag])
 
 
 # ---- a few real processes: what a user's terminal shows ------------------------------------------------

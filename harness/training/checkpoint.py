@@ -186,16 +186,30 @@ def require_checkpoint(run_dir: Path) -> Path:
     return found
 
 
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """A training run's config.yaml, which must name its method and model (one-line error otherwise)."""
+    from harness.config import read_yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise HarnessError(f"{run_dir}: not a training run (no config.yaml)")
+    config = read_yaml(path)
+    for key in ("method", "model"):
+        if not isinstance(config.get(key), str) or not config[key]:
+            raise HarnessError(f"{path}: names no {key}")
+    return config
+
+
 def load_trained_policy(run_dir: Path, dtype: str = "auto", device: str = "auto"):
     """The trained policy of a run, as a LoadedModel: its base model with the last checkpoint's
     weights (LoRA merged into the base, so generation runs at base-model speed)."""
-    from harness.config import build, read_yaml
+    from harness.config import build
     from harness.models import load_model
     from harness.training.config import LoraSettings
     from harness.training.policy import attach_lora
 
     folder = require_checkpoint(Path(run_dir))
-    config = read_yaml(Path(run_dir) / "config.yaml")
+    config = read_run_config(Path(run_dir))
     loaded = load_model(config["model"], dtype, device)
     lora = build(LoraSettings, config.get("lora", {}), "lora")
     model = attach_lora(loaded.model, lora, config.get("seed", 0))
