@@ -324,6 +324,8 @@ def train(config: TrainConfig, resume: bool = False,
             before = trainer.snapshot()
             stop.phase = "rollout"  # a signal now abandons the step: nothing of it has touched the weights
             try:
+                if stop.signal is not None and stop.abandon:  # it came between two steps
+                    raise StopRequested
                 start = time.perf_counter()
                 if trainer.sft is not None:
                     examples, stats = trainer.sft_examples()
@@ -361,18 +363,20 @@ def train(config: TrainConfig, resume: bool = False,
             if progress is not None:
                 progress(trainer.step, config.max_steps, record)
             if stopping:
+                stop.signal = stop.signal or signal.SIGTERM  # another process was asked
                 break
         stop.phase = "done"
-        if stop.signal is not None:
-            if saved != trainer.step:  # abandoned before the first checkpoint of this start, or mid-rollout
-                if accel.is_main_process:
-                    trainer.save()
-                accel.wait_for_everyone()
-            name = signal.Signals(stop.signal).name
-            raise Interrupted(f"stopped by {name} after step {trainer.step} of {config.max_steps}, checkpoint saved; "
-                              f"continue with: harness train --resume {run_dir}", 128 + stop.signal)
+        interrupted = stop.signal is not None and trainer.step < config.max_steps
+        if interrupted and saved != trainer.step:  # abandoned mid-rollout, or before this start's first checkpoint
+            if accel.is_main_process:
+                trainer.save()
+            accel.wait_for_everyone()
     if config.report_to:
         accel.end_training()
+    if interrupted:
+        name = signal.Signals(stop.signal).name
+        raise Interrupted(f"stopped by {name} after step {trainer.step} of {config.max_steps}, checkpoint saved; "
+                          f"continue with: harness train --resume {run_dir}", 128 + stop.signal)
     return run_dir
 
 
