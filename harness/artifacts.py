@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, warn
 from harness.metrics import TurnMetrics, self_correction_metrics
 from harness.reported import reported_rows, sources
 from harness.store import atomic_write_text
@@ -33,19 +33,24 @@ class Outputs:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Whole lines only (a torn last line of a killed run is ignored); never modifies the file."""
+    """Whole lines only: a torn last line (a killed write, or one still being written by a running run)
+    is left out, saying so in one line; never modifies the file, which a running run may be appending to."""
     if not path.is_file():
         raise HarnessError(f"{path}: not found")
     records = []
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")[:-1]  # the part after the last newline is empty or torn
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
+    lines = path.read_bytes().split(b"\n")
+    if lines.pop():  # the part after the last newline is empty or torn
+        warn(f"{path}: left out a torn last line (a write was interrupted or is under way)")
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise HarnessError(f"{path}:{lineno}: corrupt line ({exc.msg})") from None
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HarnessError(f"{path}:{lineno}: corrupt line ({getattr(exc, 'msg', 'not valid UTF-8')})") from None
+        if not isinstance(record, dict):
+            raise HarnessError(f"{path}:{lineno}: corrupt line (not a JSON object)")
+        records.append(record)
     return records
 
 
@@ -164,7 +169,12 @@ def report(path: Path) -> Outputs:
     if not path.is_dir():
         raise HarnessError(f"{path}: no such folder")
     if (path / "compare.json").is_file():
-        return write_compare_outputs(path, json.loads((path / "compare.json").read_text(encoding="utf-8")))
+        try:
+            spec = json.loads((path / "compare.json").read_bytes().decode("utf-8"))
+            spec["config"], spec["rows"], spec["problem_ids"]  # noqa: B018 (what a comparison needs)
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
+            raise HarnessError(f"{path / 'compare.json'}: damaged (rerun harness compare to rewrite it)") from None
+        return write_compare_outputs(path, spec)
     if (path / "samples.jsonl").is_file():
         return _report_eval_run(path)
     if (path / "log.jsonl").is_file():
@@ -175,10 +185,10 @@ def report(path: Path) -> Outputs:
 
 
 def _report_eval_run(path: Path) -> Outputs:
-    import yaml
+    from harness.config import read_yaml
 
     config_path = path / "config.yaml"
-    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    config = read_yaml(config_path) if config_path.is_file() else {}
     turns = int(config.get("turns", 2))
     label = config.get("method", "run")
     samples = read_samples(path)  # file order: the problems' order for runs grown by --limit

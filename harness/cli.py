@@ -3,25 +3,56 @@
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.24 carries its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from harness.data import DATA_ENV, read_jsonl, resolve_data_dir
-from harness.errors import HarnessError
+from harness.errors import HarnessError, Interrupted
 from harness.task import TASKS, get_task
+
+class OneLineUsageErrors(TyperGroup):
+    """Click's own errors (a bad option value, an unknown option) as one line on stderr, exit 2, like
+    every other error of the harness, instead of a usage block and a boxed message."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click_errors.NoArgsIsHelpError as exc:
+            exc.show()  # `harness` alone: the help
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            hint = f" (see {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) is not None else ""
+            err_console.print(f"[bold red]error:[/] {escape(' '.join(exc.format_message().split()))}{escape(hint)}",
+                              highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err_console.print("[bold red]stopped:[/] interrupted", highlight=False)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     help="Train and compare methods that teach a language model to correct its own answer.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineUsageErrors,
 )
 # Tables are wide (value + interval per column): off a terminal, print them at 120 columns, not 80.
 console = Console() if Console().is_terminal else Console(width=120)
@@ -29,22 +60,47 @@ err_console = Console(stderr=True)
 
 
 def user_errors(command: Callable) -> Callable:
-    """Turn a HarnessError into one red line on stderr and exit code 2 (no traceback)."""
+    """Turn a HarnessError into one red line on stderr and exit code 2 (no traceback); so are an OS
+    error on a file (disk full, no permission) and Ctrl-C."""
+
+    def say(label: str, message: str) -> None:
+        # The message is text: "[embedded]" in an install hint must not be read as rich markup.
+        text = " ".join(message.split())  # one line, whatever the message holds
+        err_console.print(f"[bold red]{label}:[/] {escape(text)}", highlight=False, markup=True, soft_wrap=True)
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except HarnessError as exc:
-            # The message is text: "[embedded]" in an install hint must not be read as rich markup.
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
+        except Interrupted as exc:
+            say("stopped", str(exc))
             raise typer.Exit(code=exc.exit_code) from None
+        except HarnessError as exc:
+            say("error", str(exc))
+            raise typer.Exit(code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            say("stopped", "interrupted; what was stored is kept, and rerunning the command continues from there")
+            raise typer.Exit(code=130) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            say("error", f"{where}{exc.strerror or exc}")
+            raise typer.Exit(code=2) from None
 
     return wrapper
 
 
+class _Bar(Progress):
+    """A progress bar that vanishes when its block fails, so an error stays one line on stderr."""
+
+    def __exit__(self, exc_type, exc_value, traceback) -> None:
+        if exc_type is None:
+            return super().__exit__(exc_type, exc_value, traceback)
+        self.live.transient = True  # erase it (on a terminal) or never print it (elsewhere)
+        self.live.stop()  # not Progress.stop(), which ends with an empty line off a terminal
+
+
 def progress_bar(transient: bool = False) -> Progress:
-    return Progress(
+    return _Bar(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -113,15 +169,19 @@ def grade_command(
     from harness.grading import grade_many
     from harness.store import atomic_write_jsonl
 
+    from harness.store import check_output_file
+
     task = get_task(task_name)
     rows = read_jsonl(input_path, required=("response", *task.grade_fields))
+    if not rows:
+        raise HarnessError(f"{input_path}: no lines to grade")
     items = [task.item_from_record(record, f"{input_path}:{lineno}") for lineno, record in rows]
     responses = []
     for lineno, record in rows:
         if not isinstance(record["response"], str):
             raise HarnessError(f"{input_path}:{lineno}: 'response' must be a string")
         responses.append(record["response"])
-    out = out or input_path.with_name(input_path.name.removesuffix(".jsonl") + ".graded.jsonl")
+    out = check_output_file(out or input_path.with_name(input_path.name.removesuffix(".jsonl") + ".graded.jsonl"))
     with progress_bar(transient=True) as bar:
         job = bar.add_task("grading", total=len(items), status="")
         grades = grade_many(task, items, responses, workers=workers or None, on_done=lambda k: bar.advance(job, k))
@@ -199,9 +259,9 @@ def eval_command(
                         dtype=dtype, device=device, data_dir=str(data_dir) if data_dir else None,
                         out=str(out) if out else None, checkpoint=str(checkpoint) if checkpoint else None)
     if checkpoint is not None and (checkpoint / "config.yaml").is_file():
-        import yaml
+        from harness.training.checkpoint import read_run_config
 
-        trained = yaml.safe_load((checkpoint / "config.yaml").read_text()) or {}
+        trained = read_run_config(checkpoint)
         config.model = trained.get("model", model)  # the trained policy's base model comes from the run
         if method == "base":  # label (and prompt) the run as the method that trained it
             config.method = method = trained.get("method", method)
@@ -335,6 +395,8 @@ def train_command(
     explicit = {"method": method, "task": task, "model": model, "max_steps": max_steps, "seed": seed,
                 "data_dir": str(data_dir) if data_dir else None, "out": str(resume or out) if (resume or out) else None}
     if resume is not None:
+        if out is not None and Path(out).resolve() != resume.resolve():
+            raise HarnessError("give --resume RUN_DIR or --out, not both (a resumed run stays in its folder)")
         if not (resume / "config.yaml").is_file():
             raise HarnessError(f"{resume}: not a training run (no config.yaml)")
         config_file = config_file or resume / "config.yaml"

@@ -66,44 +66,25 @@ class CompareResult:
 
 def _trained_run(path: str, model: str) -> tuple[str, str]:
     """(method, base model) of a training-run folder, after checking it holds a checkpoint."""
-    import yaml
-
-    from harness.training.checkpoint import require_checkpoint
+    from harness.training.checkpoint import read_run_config, require_checkpoint
 
     run = Path(path)
     require_checkpoint(run)
-    config_path = run / "config.yaml"
-    if not config_path.is_file():
-        raise HarnessError(f"{run}: not a training run (no config.yaml)")
-    trained = yaml.safe_load(config_path.read_text()) or {}
-    if "method" not in trained or "model" not in trained:
-        raise HarnessError(f"{config_path}: names no method or model")
+    trained = read_run_config(run)
     if trained["model"] != model:
         raise HarnessError(f"{run} was trained from model {trained['model']!r}, not --model {model!r}; "
                            "a comparison needs one base model")
     return trained["method"], trained["model"]
 
 
-def _check_stored(path: Path, identity: dict[str, Any]) -> None:
-    """A run folder that exists must hold the same settings (evaluate() would refuse it mid-way)."""
-    import yaml
-
-    if path.is_file():
-        stored = yaml.safe_load(path.read_text()) or {}
-        changed = sorted(k for k, v in identity.items() if stored.get(k) != v)
-        if changed:
-            raise HarnessError(f"{path.parent} holds a run with other settings ({', '.join(changed)}); delete it")
-
-
 def plan(config: CompareConfig) -> Plan:
     """Check everything a comparison needs, before any work: raises HarnessError, writes nothing."""
+    from harness.config import check_fields
     from harness.method import METHODS
+    from harness.store import RunStore
     from harness.task import get_task
 
-    if config.limit is not None and config.limit < 1:
-        raise HarnessError("--limit must be positive")
-    if config.turns < 2:
-        raise HarnessError("--turns must be at least 2 (self-correction needs a second attempt)")
+    check_fields(config, "--")  # set by the CLI options of compare
     task = get_task(config.task)
     if config.split not in task.splits:
         raise HarnessError(f"task {config.task!r} has no split {config.split!r}; splits: {', '.join(task.splits)}")
@@ -140,14 +121,27 @@ def plan(config: CompareConfig) -> Plan:
         raise HarnessError(f"two rows would both be labelled {twice!r}: give the training runs distinct folder names")
     for row in rows:
         row.eval.validate()
-        _check_stored(row.eval.run_dir() / "config.yaml", row.eval.identity())
-    stored = config.folder() / "compare.json"
-    if stored.is_file() and json.loads(stored.read_text()).get("id") != config.compare_id():
-        raise HarnessError(f"{config.folder()} holds another comparison; choose another --out or delete it")
+        # A run folder that exists must hold the same settings (evaluate() would refuse it mid-way).
+        RunStore(row.eval.run_dir()).check_config(row.eval.identity(), "delete it")
+    folder = config.folder()
+    if folder.exists() and not folder.is_dir():
+        raise HarnessError(f"{folder}: exists and is not a folder")
+    stored = folder / "compare.json"
+    if stored.is_file() and _stored_id(stored) not in (None, config.compare_id()):
+        raise HarnessError(f"{folder} holds another comparison; choose another --out or delete it")
     items = task.load(config.split, config.data_dir)[: config.limit]
     if not items:
         raise HarnessError(f"{config.task} {config.split}: no problems")
     return Plan(config, rows, [item.id for item in items])
+
+
+def _stored_id(path: Path) -> str | None:
+    """The id in a stored compare.json (None when it is damaged: the comparison is written anew)."""
+    try:
+        found = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return found.get("id") if isinstance(found, dict) else None
 
 
 def _relative(path: Path, start: Path) -> str:

@@ -1,16 +1,20 @@
 """Typed dataclass configs: defaults < preset < YAML file < `--set key=value` overrides.
 
-A config is a plain dataclass; this module only fills one from layered dicts, coercing strings from
-the command line to each field's declared type, and refusing unknown keys with a one-line error.
+A config is a plain dataclass; this module fills one from layered dicts, coercing strings from the
+command line to each field's declared type, refusing unknown keys, and checking every field against
+the rule declared beside it (`setting(5e-6, gt=0)`), all with one-line errors. `check_fields` runs
+the same checks on a config built directly (the CLI's eval and compare configs).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -39,7 +43,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise HarnessError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError:
+        raise HarnessError(f"{path}: not valid UTF-8") from None
     except yaml.YAMLError as exc:
         raise HarnessError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -66,7 +72,11 @@ def build(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
     if unknown:
         raise HarnessError(f"unknown {where} field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     kwargs = {name: coerce(value, hints[name], f"{where}.{name}") for name, value in values.items()}
-    return cls(**kwargs)
+    config = cls(**kwargs)
+    check_fields(config, where)
+    if callable(getattr(config, "validate", None)):
+        config.validate()  # rules that tie several fields together
+    return config
 
 
 def coerce(value: Any, hint: Any, where: str) -> Any:
@@ -78,7 +88,14 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         return coerce(value, options[0], where)
     if origin in (list, tuple):
         (inner, *_) = typing.get_args(hint) or (str,)
-        items = value.split(",") if isinstance(value, str) else list(value)
+        if isinstance(value, str):  # "a,b" from the command line; "", "[]" and "none" are the empty list
+            items = [] if value.strip().lower() in ("", "[]", "none", "null") else value.split(",")
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        elif value is None:
+            items = []
+        else:
+            raise HarnessError(f"{where}: expected a list, got {value!r}")
         return [coerce(v.strip() if isinstance(v, str) else v, inner, where) for v in items]
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
@@ -91,13 +108,123 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
                     raise ValueError
                 return value.lower() in ("true", "1", "yes")
             return bool(value)
-        if hint in (int, float, str):
-            if hint is int and isinstance(value, float) and not value.is_integer():
+        if hint is str:
+            if isinstance(value, (dict, list, tuple)):
                 raise ValueError
-            return hint(float(value)) if hint is int and isinstance(value, str) and "e" in value.lower() else hint(value)
-    except (TypeError, ValueError):
-        raise HarnessError(f"{where}: expected {hint.__name__}, got {value!r}") from None
+            return str(value)
+        if hint in (int, float):
+            if isinstance(value, (dict, list, tuple, bool)):
+                raise ValueError
+            number = float(value) if isinstance(value, str) else value
+            if not math.isfinite(number):  # nan and inf are never a setting
+                raise ValueError
+            if hint is int:
+                if not float(number).is_integer() or abs(number) >= 2**63:  # what torch and numpy hold
+                    raise ValueError
+                return int(number)
+            return float(number)
+    except (TypeError, ValueError, OverflowError):
+        raise HarnessError(f"{where}: expected {hint.__name__}{' (a finite number)' if hint is float else ''}, "
+                           f"got {value!r}") from None
     return value
+
+
+# ---- rules on values, declared beside each field ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Rule:
+    """What a field accepts beyond its type: bounds, a set of choices (for a list: of each item), and/or
+    a function returning why a value is refused (None when it is fine)."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    choices: tuple[Any, ...] | None = None
+    check: Callable[[Any], str | None] | None = None
+
+    def problem(self, value: Any) -> str | None:
+        if value is None:
+            return None  # optional fields: None means "not set"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                return "must be a finite number"
+            for bound, ok, word in ((self.gt, lambda b: value > b, ">"), (self.ge, lambda b: value >= b, ">="),
+                                    (self.lt, lambda b: value < b, "<"), (self.le, lambda b: value <= b, "<=")):
+                if bound is not None and not ok(bound):
+                    return f"must be {self.describe()}"
+        if self.choices is not None:
+            bad = [v for v in (value if isinstance(value, list) else [value]) if v not in self.choices]
+            if bad:
+                return f"must be {'made of ' if isinstance(value, list) else ''}one of {', '.join(map(str, self.choices))}"
+        return self.check(value) if self.check is not None else None
+
+    def describe(self) -> str:
+        low = f"> {self.gt}" if self.gt is not None else f">= {self.ge}" if self.ge is not None else ""
+        high = f"< {self.lt}" if self.lt is not None else f"<= {self.le}" if self.le is not None else ""
+        return " and ".join(p for p in (low, high) if p)
+
+
+def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **rule: Any) -> Any:
+    """A dataclass field with a rule: `lr: float = setting(5e-6, gt=0)`."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={"rule": Rule(**rule)})
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """Why `value` is not of the declared type (configs built directly, not through `coerce`)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        return None if isinstance(value, (list, tuple)) else "must be a list"
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else "must be a finite number"
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
+        return None if ok else "must be a 64-bit integer"
+    if hint in (str, bool):
+        return None if isinstance(value, hint) else f"must be a {hint.__name__}"
+    return None
+
+
+def check_fields(config: Any, where: str) -> None:
+    """Every field of dataclass `config` against its type and declared rule: one-line HarnessError.
+    `where` names the fields in the message: "train" gives `train.lr`, "--" gives `--top-p` (CLI options)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        rule = f.metadata.get("rule")
+        problem = _type_problem(value, hints[f.name]) or (rule.problem(value) if rule else None)
+        if problem:
+            name = f"--{f.name.replace('_', '-')}" if where == "--" else f"{where}.{f.name}"
+            raise HarnessError(f"{name} {problem} (got {value!r})")
+
+
+def check_device(device: str) -> str | None:
+    """auto, cpu, mps, cuda or cuda:N, for a device this machine has."""
+    if device in ("auto", "cpu"):
+        return None
+    import torch
+
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return None if mps is not None and mps.is_available() else "names mps, which this machine does not have"
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        return "must be auto, cpu, cuda, cuda:N or mps"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return "names a CUDA device, but CUDA is not available here"
+    if index and int(index) >= count:
+        return f"names a CUDA device this machine does not have ({count} visible)"
+    return None
+
+
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -28,24 +28,44 @@ def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
 def read_jsonl(path: Path, required: Iterable[str] = ()) -> list[tuple[int, dict[str, Any]]]:
     """(line number, record) for every non-blank line; a bad line raises `file:line: reason`."""
     if not path.is_file():
-        raise HarnessError(f"{path}: file not found")
+        raise HarnessError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'file not found'}")
     rows = []
     required = tuple(required)
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise HarnessError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise HarnessError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            missing = [k for k in required if k not in record]
-            if missing:
-                raise HarnessError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
-            rows.append((lineno, record))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read ({exc.strerror})") from None
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise HarnessError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line)") from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise HarnessError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise HarnessError(f"{path}:{lineno}: invalid JSON (nested too deeply)") from None
+        if not isinstance(record, dict):
+            raise HarnessError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        if "\\u" in line and _has_lone_surrogate(record):
+            raise HarnessError(f"{path}:{lineno}: invalid text (a lone UTF-16 surrogate \\u escape)")
+        missing = [k for k in required if k not in record]
+        if missing:
+            raise HarnessError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+        rows.append((lineno, record))
     return rows
+
+
+def _has_lone_surrogate(record: Any) -> bool:
+    """JSON can escape half of a UTF-16 pair ("\\ud800"); such text cannot be written back as UTF-8."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def file_sha256(path: Path) -> str:
@@ -87,13 +107,18 @@ def load_records(
         path = root / relpath
         if not path.is_file():
             raise HarnessError(f"{path}: not found ({DATA_ENV} / --data-dir is {root})")
-        return [(f"{path}:{lineno}", rec) for lineno, rec in read_jsonl(path, required)]
+        rows = read_jsonl(path, required)
+        if not rows:
+            raise HarnessError(f"{path}: holds no records")
+        return [(f"{path}:{lineno}", rec) for lineno, rec in rows]
     if not hub_reachable():
         raise HarnessError(
             f"no local data for {relpath} and the Hugging Face hub is unreachable; "
             f"set {DATA_ENV} (or --data-dir) to a folder holding {relpath}"
         )
     records = hub_loader()
+    if not records:
+        raise HarnessError(f"hub:{relpath}: holds no records")
     required = tuple(required)
     for i, rec in enumerate(records):
         missing = [k for k in required if k not in rec]

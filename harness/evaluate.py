@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.config import DTYPES, check_device, check_fields, setting
 from harness.data import local_data_files
 from harness.errors import HarnessError
 from harness.manifest import build_manifest
@@ -27,16 +28,16 @@ class RolloutSettings:
 
     task: str = "gsm8k"
     split: str = "test"
-    model: str = "embedded"
-    limit: int | None = None
-    turns: int = 2
-    seed: int = 0
-    batch_size: int = 8
-    max_new_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
-    dtype: str = "auto"
-    device: str = "auto"
+    model: str = setting("embedded", check=lambda m: None if m.strip() else "must not be empty")
+    limit: int | None = setting(None, ge=1)
+    turns: int = setting(2, ge=2)  # self-correction needs a second attempt
+    seed: int = setting(0, ge=0, lt=2**32)
+    batch_size: int = setting(8, ge=1)
+    max_new_tokens: int = setting(512, ge=1)
+    temperature: float = setting(0.0, ge=0)  # 0: greedy
+    top_p: float = setting(1.0, gt=0, le=1)
+    dtype: str = setting("auto", choices=DTYPES)
+    device: str = setting("auto", check=check_device)
     data_dir: str | None = None
     out: str | None = None
     results_dir: str = "results"
@@ -64,18 +65,17 @@ class EvalConfig(RolloutSettings):
         return Path(self.results_dir) / "runs" / f"{self.task}-{self.method}-{model}-t{self.turns}-{digest}"
 
     def validate(self) -> None:
+        """Every setting, the task and split, the method and the checkpoint folder; writes nothing."""
+        check_fields(self, "--")  # set by the CLI options of eval
+        task = get_task(self.task)
+        if self.split not in task.splits:
+            raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")
+        get_method(self.method)  # unknown method: one line
         if self.checkpoint:
-            from harness.training.checkpoint import require_checkpoint
+            from harness.training.checkpoint import read_run_config, require_checkpoint
 
             self.checkpoint_step = require_checkpoint(Path(self.checkpoint)).name
-        if self.turns < 2:
-            raise HarnessError("--turns must be at least 2 (self-correction needs a second attempt)")
-        if self.limit is not None and self.limit < 1:
-            raise HarnessError("--limit must be positive")
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise HarnessError("--batch-size and --max-new-tokens must be positive")
-        if not (self.temperature >= 0 and 0 < self.top_p <= 1):
-            raise HarnessError("--temperature must be >= 0 and --top-p in (0, 1]")
+            read_run_config(Path(self.checkpoint))  # names its method and model
 
 
 @dataclass
@@ -104,18 +104,20 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
     from harness.models import load_model
     from harness.rollout import HFGenerator, SamplingParams, run_episodes
 
+    # Every input is checked (settings, data, stored run, model) before anything is written.
     config.validate()  # a checkpoint folder without a checkpoint fails here, before any work
     task = get_task(config.task)
     method = get_method(config.method, system_prompt=config.system_prompt,
                         correction_instruction=config.correction_instruction)
     items = task.load(config.split, config.data_dir)[: config.limit]
+    if not items:
+        raise HarnessError(f"{config.task} {config.split}: no problems to evaluate")
     store = RunStore(config.run_dir())
-    store.write_config(asdict(config), config.identity())
+    store.check_config(config.identity())
     stored = store.load_samples()
     todo = [item for item in items if item.id not in stored]
     done = [stored[item.id] for item in items if item.id in stored]
-    report = progress or (lambda **_: None)
-    report(done=len(done), total=len(items), tokens=0, samples=done)
+    loaded = None
     if todo:
         if config.checkpoint:
             from harness.training.checkpoint import load_trained_policy
@@ -123,6 +125,10 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
             loaded = load_trained_policy(Path(config.checkpoint), config.dtype, config.device)
         else:
             loaded = load_model(config.model, config.dtype, config.device)
+    store.write_config(asdict(config), config.identity())
+    report = progress or (lambda **_: None)
+    report(done=len(done), total=len(items), tokens=0, samples=done)
+    if loaded is not None:
         store.write_manifest(build_manifest(
             asdict(config), config.seed,
             {"spec": config.model, "id": loaded.model_id, "weights_sha256": loaded.weights_sha256,

@@ -82,6 +82,10 @@ class Method:
     def loss(self, batch: "RLBatch", ctx: "TrainContext") -> "LossOutput":
         raise NotImplementedError(f"method {self.name!r} does not train")
 
+    def stage_ends(self) -> list[int]:
+        """Step counts at which one of its training stages ends (the trainer checkpoints there)."""
+        return []
+
     def after_step(self, ctx: "TrainContext") -> None:
         """Runs after each policy optimizer step (a critic's own optimizer steps here)."""
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, warn
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -40,6 +40,73 @@ def atomic_write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
+def append_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
+    """Whole lines appended in one write, then fsync: a kill leaves at most one torn last line."""
+    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    if not payload:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(payload)
+        while view:  # a short write is finished, never left torn by us
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def cut_torn_tail(path: str | os.PathLike) -> bool:
+    """Cut a last line without its newline (a write killed mid-line); True when something was cut."""
+    with Path(path).open("rb+") as fh:
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
+            fh.flush()
+            os.fsync(fh.fileno())
+            return True
+    return False
+
+
+def _parse_line(raw: bytes) -> dict[str, Any] | None:
+    """A stored JSON-object line, or None when it is damaged (not UTF-8, not JSON, not an object)."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename or a new file in folder `path` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Refuse (one line, before any work) an output path that cannot become a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise HarnessError(f"{path}: is a folder; give a file path")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise HarnessError(f"{parent}: exists and is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise HarnessError(f"{path}: {parent} is not writable")
+    return path
+
+
 class RunStore:
     """`results/runs/<run-id>/`: config.yaml, manifest.json, samples.jsonl, metrics.json.
 
@@ -52,17 +119,30 @@ class RunStore:
         self.root = Path(root)
         self.samples_path = self.root / "samples.jsonl"
 
-    def write_config(self, config: dict[str, Any], identity: dict[str, Any]) -> None:
+    def check_config(self, identity: dict[str, Any], hint: str = "choose another --out or delete it") -> None:
+        """Refuse (one line) a folder holding a run whose stored settings differ from `identity`; writes nothing.
+        Only settings are compared: where the run or its data lives (out, results_dir, data_dir) is not one."""
         import yaml
 
         path = self.root / "config.yaml"
-        if path.is_file():
-            stored = yaml.safe_load(path.read_text()) or {}
-            changed = sorted(k for k, v in identity.items() if stored.get(k) != v)
-            if changed:
-                raise HarnessError(f"{self.root} holds a run with other settings ({', '.join(changed)}); "
-                                   "choose another --out or delete it")
-        atomic_write_text(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        check_output_file(path)  # the run folder can be made here (no file in the way, writable)
+        if not path.is_file():
+            return
+        try:
+            stored = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        except (UnicodeDecodeError, yaml.YAMLError):
+            raise HarnessError(f"{path}: damaged (not readable YAML); {hint}") from None
+        if not isinstance(stored, dict):
+            raise HarnessError(f"{path}: damaged (not a mapping of settings); {hint}")
+        changed = sorted(k for k, v in identity.items() if stored.get(k) != v)
+        if changed:
+            raise HarnessError(f"{self.root} holds a run with other settings ({', '.join(changed)}); {hint}")
+
+    def write_config(self, config: dict[str, Any], identity: dict[str, Any]) -> None:
+        self.check_config(identity)
+        import yaml
+
+        atomic_write_text(self.root / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         path = self.root / "manifest.json"
@@ -75,36 +155,25 @@ class RunStore:
     def load_samples(self) -> dict[str, dict[str, Any]]:
         if not self.samples_path.is_file():
             return {}
-        self._cut_torn_tail()
+        if cut_torn_tail(self.samples_path):
+            warn(f"{self.samples_path}: cut a torn last line (a write was interrupted); it is generated again")
         samples: dict[str, dict[str, Any]] = {}
-        with self.samples_path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise HarnessError(f"{self.samples_path}:{lineno}: corrupt sample ({exc.msg})") from None
-                samples.setdefault(record["id"], record)
+        kept, damaged = [], []
+        for lineno, raw in enumerate(self.samples_path.read_bytes().splitlines(keepends=True), start=1):
+            record = _parse_line(raw)
+            if record is None or not isinstance(record.get("id"), str):
+                damaged.append(lineno)
+                continue
+            kept.append(raw)
+            samples.setdefault(record["id"], record)
+        if damaged:  # e.g. bytes overwritten on disk: drop those lines, their problems are generated again
+            atomic_write_bytes(self.samples_path, b"".join(kept))
+            warn(f"{self.samples_path}: dropped {len(damaged)} damaged line(s) (first: line {damaged[0]}); "
+                 "their problems are generated again")
         return samples
 
-    def _cut_torn_tail(self) -> None:
-        with self.samples_path.open("rb+") as fh:
-            data = fh.read()
-            if data and not data.endswith(b"\n"):
-                fh.truncate(data.rfind(b"\n") + 1)
-
     def append(self, records: Iterable[dict[str, Any]]) -> None:
-        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
-        if not payload:
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.samples_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            view = memoryview(payload)
-            while view:  # a short write is finished, never left torn by us
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_jsonl(self.samples_path, records)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         atomic_write_json(self.root / "metrics.json", metrics)

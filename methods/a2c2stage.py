@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.config import setting
 from harness.method import Method, register_method
 from harness.training.losses import entropy_bonus, kl_penalty, masked_sum, shaped_second_reward, td_targets
 from harness.training.objective import LossOutput, RLBatch, TrainContext
@@ -25,15 +26,15 @@ from harness.training.policy import adapter
 
 @dataclass
 class A2COptions:
-    alpha: float = 2.0  # stage II shaping, > 1
-    beta1: float = 0.01  # stage I KL on step 1
-    beta2: float = 0.01  # stage II KL on both steps
-    gamma: float = 1.0
-    entropy_coef: float = 0.01
-    critic_lr: float = 1e-4
+    alpha: float = setting(2.0, gt=1)  # stage II shaping, > 1
+    beta1: float = setting(0.01, ge=0)  # stage I KL on step 1
+    beta2: float = setting(0.01, ge=0)  # stage II KL on both steps
+    gamma: float = setting(1.0, ge=0, le=1)
+    entropy_coef: float = setting(0.01, ge=0)
+    critic_lr: float = setting(1e-4, gt=0)
     critic_model: str | None = None  # None: the policy's base model with a "critic" LoRA adapter
-    stage1_steps: int = 0  # 0: a third of max_steps
-    max_grad_norm: float = 1.0
+    stage1_steps: int = setting(0, ge=0)  # 0: a third of max_steps
+    max_grad_norm: float = setting(1.0, ge=0)  # 0: no clipping
 
 
 def shaped_rewards(r1: torch.Tensor, r2: torch.Tensor, stage: int, alpha: float) -> torch.Tensor:
@@ -136,12 +137,13 @@ class A2CTwoStage(Method):
 
     def setup(self, ctx: TrainContext) -> None:
         self.opts = self.parse_options()
-        if self.opts.alpha <= 1:
-            raise ValueError("a2c2stage option alpha must be > 1 (stage II reward shaping)")
         self.stage1_steps = self.opts.stage1_steps or max(1, ctx.config.max_steps // 3)
         self.critic = Critic(ctx, self.opts)
         params = [*self.critic.backbone_parameters().values(), *self.critic.head.parameters()]
         self.critic_optimizer = torch.optim.AdamW(params, lr=self.opts.critic_lr)
+
+    def stage_ends(self) -> list[int]:
+        return [self.stage1_steps]
 
     def loss(self, batch: RLBatch, ctx: TrainContext) -> LossOutput:
         stage = 1 if batch.step < self.stage1_steps else 2

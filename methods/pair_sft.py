@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.config import setting
 from harness.method import register_method
 from harness.rollout.episode import Episode
 from harness.training.sft import SFTMethod, SFTOptions, example_from_stream
@@ -16,7 +17,7 @@ from harness.training.sft import SFTMethod, SFTOptions, example_from_stream
 
 @dataclass
 class PairSFTOptions(SFTOptions):
-    samples: int = 4  # n first attempts per problem
+    samples: int = setting(4, ge=2)  # n first attempts per problem (a pair needs two)
 
 
 def make_pairs(episodes: list[Episode]) -> list[tuple[Episode, Episode]]:

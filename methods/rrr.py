@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.config import setting
 from harness.errors import HarnessError
 from harness.method import Method, Request, register_method
 from harness.prompts import ANSWER_FORMAT
@@ -33,9 +34,9 @@ REFLECTION = 1  # step index of the reflection in a training episode [attempt 1,
 
 @dataclass
 class RRROptions:
-    group_size: int = 4  # G reflections per failed first attempt
+    group_size: int = setting(4, ge=1)  # G reflections per failed first attempt
     scale_by_std: bool = False  # divide the advantage by the group's reward std (GRPO's normalisation)
-    beta: float = 0.0  # KL to the reference on the reflection tokens
+    beta: float = setting(0.0, ge=0)  # KL to the reference on the reflection tokens
 
 
 def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, scale_by_std: bool) -> torch.Tensor:
@@ -76,8 +77,6 @@ class ReflectRetryReward(Method):
 
     def setup(self, ctx) -> None:
         self.opts = self.parse_options()
-        if self.opts.group_size < 1:
-            raise ValueError("rrr option group_size must be >= 1")
         if ctx.accelerator.num_processes > 1:
             # Each process would train on its own number of failed problems (possibly none): DDP's collective
             # backward would wait forever. Until episodes are balanced across processes, refuse cleanly.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.config import setting
 from harness.method import Method, register_method
 from harness.training.losses import (batch_mean_baseline, kl_penalty, leave_one_out_baseline, reinforce,
                                      shaped_second_reward)
@@ -21,11 +22,11 @@ from harness.training.objective import LossOutput, RLBatch, TrainContext
 
 @dataclass
 class ScoreOptions:
-    alpha: float = 10.0  # reward-bonus weight (Table 5)
-    beta1: float = 0.01  # weak KL
-    beta2: float = 0.1  # strong KL on attempt 1 in stage I
-    stage1_steps: int = 0  # 0: a third of max_steps
-    baseline: str = "loo"  # loo | batch_mean
+    alpha: float = setting(10.0, ge=0)  # reward-bonus weight (Table 5)
+    beta1: float = setting(0.01, ge=0)  # weak KL
+    beta2: float = setting(0.1, ge=0)  # strong KL on attempt 1 in stage I
+    stage1_steps: int = setting(0, ge=0)  # 0: a third of max_steps
+    baseline: str = setting("loo", choices=("loo", "batch_mean"))
 
 
 def advantages(rewards: torch.Tensor, groups: torch.Tensor, baseline: str) -> torch.Tensor:
@@ -61,9 +62,10 @@ class Score(Method):
 
     def setup(self, ctx: TrainContext) -> None:
         self.opts = self.parse_options()
-        if self.opts.baseline not in ("loo", "batch_mean"):
-            raise ValueError("score option baseline must be loo or batch_mean")
         self.stage1_steps = self.opts.stage1_steps or max(1, ctx.config.max_steps // 3)
+
+    def stage_ends(self) -> list[int]:
+        return [self.stage1_steps]
 
     def loss(self, batch: RLBatch, ctx: TrainContext) -> LossOutput:
         return score_loss(batch, self.opts, 1 if batch.step < self.stage1_steps else 2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.errors import HarnessError
+from harness.config import setting
 from harness.method import register_method
 from harness.training.sft import SFTMethod, SFTOptions, examples_from_episodes
 
@@ -18,8 +18,8 @@ from harness.training.sft import SFTMethod, SFTOptions, examples_from_episodes
 @dataclass
 class StarOptions(SFTOptions):
     iterations: int = 3
-    samples: int = 0  # episodes per problem; 0: the run's samples_per_problem
-    train_on: str = "last"  # last: attempt 2 only | all: both attempts
+    samples: int = setting(0, ge=0)  # episodes per problem; 0: the run's samples_per_problem
+    train_on: str = setting("last", choices=("last", "all"))  # last: attempt 2 only | all: both attempts
 
 
 @register_method("star")
@@ -28,11 +28,6 @@ class Star(SFTMethod):
     options_class = StarOptions
     paper = "Zelikman et al., 2022, STaR (multi-turn D+ variant as in SCoRe §4)"
     trains = "policy (LoRA): cross-entropy on traces whose attempt 2 is correct, 3 iterations"
-
-    def setup(self, ctx) -> None:
-        super().setup(ctx)
-        if self.opts.train_on not in ("last", "all"):
-            raise HarnessError("star option train_on must be last or all")
 
     def collect(self, ctx, problems):
         n = self.opts.samples or ctx.config.samples_per_problem

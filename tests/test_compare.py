@@ -110,7 +110,7 @@ def test_compare_writes_tables_and_plots_and_report_reproduces_them(tmp_path, da
 
 @pytest.mark.parametrize("extra, message", [
     (["--methods", "base,nope"], "unknown method 'nope'"),
-    (["--methods", "base", "--limit", "0"], "--limit must be positive"),
+    (["--methods", "base", "--limit", "0"], "--limit must be >= 1"),
     (["--methods", "base,score"], "method 'score' is trained"),
     (["--methods", "base", "--checkpoints", "EMPTY"], "no checkpoint found"),
     (["--methods", "base", "--checkpoints", "MISSING"], "no such run folder"),

@@ -68,7 +68,7 @@ def test_changed_settings_in_the_same_folder_are_refused(tmp_path, data_dir):
     assert changed.exit_code == 2 and "other settings (temperature)" in changed.output
 
 
-@pytest.mark.parametrize("flag, value, message", [("--turns", "1", "at least 2"), ("--limit", "0", "positive"),
+@pytest.mark.parametrize("flag, value, message", [("--turns", "1", "--turns must be >= 2"), ("--limit", "0", "--limit must be >= 1"),
                                                   ("--method", "nope", "unknown method 'nope'")])
 def test_bad_eval_options_exit_2_before_any_work(tmp_path, data_dir, flag, value, message):
     run = tmp_path / "run"

@@ -1,9 +1,12 @@
 """Checkpoints as safetensors: trainable weights, optimizer state, method state and RNG states, plus
-a JSON of counters. Written to a temp folder and renamed, so a killed save never looks complete."""
+a JSON of counters. Written to a temp folder, fsynced and renamed, so a killed save never looks
+complete; trainer_state.json (written last) holds each file's sha256, so a checkpoint damaged later
+is recognised, and resume falls back to the newest intact one."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -14,7 +17,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness.errors import HarnessError
+from harness.data import file_sha256
+from harness.errors import HarnessError, warn
+from harness.store import fsync_dir
 
 
 def flatten_state(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
@@ -83,6 +88,9 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+STATE_FILE = "trainer_state.json"
+
+
 def save_checkpoint(root: Path, step: int, parts: dict[str, Any], counters: dict[str, Any], keep: int = 2) -> Path:
     final = root / f"step-{step:06d}"
     root.mkdir(parents=True, exist_ok=True)
@@ -90,10 +98,15 @@ def save_checkpoint(root: Path, step: int, parts: dict[str, Any], counters: dict
     try:
         for name, state in parts.items():
             save_state(tmp, name, state)
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **counters}, indent=2))
+        files = {f.name: file_sha256(f) for f in sorted(tmp.iterdir())}
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **counters, "files": files}, indent=2))
+        for f in tmp.iterdir():  # data on disk before the rename makes the checkpoint visible
+            _fsync_file(f)
+        fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -102,33 +115,101 @@ def save_checkpoint(root: Path, step: int, parts: dict[str, Any], counters: dict
     return final
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / "checkpoints").glob("step-*"))
-    return found[-1] if found else None
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def clean_temp_folders(run_dir: Path) -> None:
+    """Remove the temp folders of saves that were killed before their rename."""
+    for tmp in (run_dir / "checkpoints").glob(".step-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def damage(folder: Path, only: tuple[str, ...] | None = None) -> str | None:
+    """Why checkpoint `folder` cannot be used (missing, torn or changed files), or None. `only`: check
+    just these files (an evaluation reads the weights; a resume reads everything)."""
+    try:
+        state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return f"{STATE_FILE} missing or unreadable"
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        return f"{STATE_FILE} holds no step"
+    files = state.get("files")
+    if isinstance(files, dict):
+        for name, digest in files.items():
+            if only is not None and name not in only:
+                continue
+            path = folder / name
+            if not path.is_file():
+                return f"{name} missing"
+            if file_sha256(path) != digest:
+                return f"{name} changed since it was saved (sha256 differs)"
+        return None
+    # Checkpoints written before checksums were stored: every part must at least load.
+    for part in folder.glob("*.safetensors"):
+        if only is not None and part.name not in only:
+            continue
+        try:
+            load_state(folder, part.stem)
+        except Exception as exc:  # noqa: BLE001 (any failure to read means: not resumable)
+            return f"{part.name} unreadable ({type(exc).__name__})"
+    return None
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("step-*"))
+
+
+def latest_checkpoint(run_dir: Path, repair: bool = False, only: tuple[str, ...] | None = None) -> Path | None:
+    """The newest intact checkpoint. With `repair`, damaged newer ones are moved aside
+    (checkpoints/damaged-step-N), saying so in one line each, so the run continues from the intact one."""
+    for folder in reversed(checkpoints(run_dir)):
+        why = damage(folder, only)
+        if why is None:
+            return folder
+        if repair:
+            aside = folder.with_name(f"damaged-{folder.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            folder.rename(aside)
+            warn(f"{folder}: damaged ({why}); moved to {aside.name}, continuing from the previous checkpoint")
+    return None
 
 
 def require_checkpoint(run_dir: Path) -> Path:
     if not run_dir.is_dir():
         raise HarnessError(f"{run_dir}: no such run folder")
-    found = latest_checkpoint(run_dir)
-    if found is None or not (found / "trainer_state.json").is_file():
-        raise HarnessError(f"{run_dir}: no checkpoint found under checkpoints/")
+    found = latest_checkpoint(run_dir, only=("weights.safetensors", "weights.json"))
+    if found is None:
+        damaged = " (all damaged)" if checkpoints(run_dir) else ""
+        raise HarnessError(f"{run_dir}: no checkpoint found under checkpoints/{damaged}")
     return found
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """A training run's config.yaml, which must name its method and model (one-line error otherwise)."""
+    from harness.config import read_yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise HarnessError(f"{run_dir}: not a training run (no config.yaml)")
+    config = read_yaml(path)
+    for key in ("method", "model"):
+        if not isinstance(config.get(key), str) or not config[key]:
+            raise HarnessError(f"{path}: names no {key}")
+    return config
 
 
 def load_trained_policy(run_dir: Path, dtype: str = "auto", device: str = "auto"):
     """The trained policy of a run, as a LoadedModel: its base model with the last checkpoint's
     weights (LoRA merged into the base, so generation runs at base-model speed)."""
-    import yaml
-
     from harness.config import build
-    from harness.data import file_sha256
     from harness.models import load_model
     from harness.training.config import LoraSettings
     from harness.training.policy import attach_lora
 
     folder = require_checkpoint(Path(run_dir))
-    config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    config = read_run_config(Path(run_dir))
     loaded = load_model(config["model"], dtype, device)
     lora = build(LoraSettings, config.get("lora", {}), "lora")
     model = attach_lora(loaded.model, lora, config.get("seed", 0))

@@ -9,18 +9,33 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import build, merge, parse_overrides, read_yaml
+from harness.config import DTYPES, build, check_device, check_fields, merge, parse_overrides, read_yaml, setting
 from harness.errors import HarnessError
+
+
+def _trackers() -> tuple[str, ...]:
+    return ("tensorboard", "wandb", "comet_ml", "aim", "mlflow", "clearml", "dvclive", "swanlab", "trackio")
+
+
+def _installed_trackers(names: list[str]) -> str | None:
+    import importlib.util
+
+    missing = [n for n in names if importlib.util.find_spec(n) is None]
+    return f"names {', '.join(missing)}, which is not installed (report_to=none turns logging off)" if missing else None
+
+
+DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
 class LoraSettings:
     enabled: bool = True  # False = full fine-tuning
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                        "gate_proj", "up_proj", "down_proj"])
+    rank: int = setting(16, ge=1)
+    alpha: int = setting(32, gt=0)
+    dropout: float = setting(0.0, ge=0, lt=1)
+    # The default list is filtered to the modules a model has; a list given explicitly must all exist.
+    targets: list[str] = setting(factory=lambda: list(DEFAULT_TARGETS),
+                                 check=lambda t: None if t else "must name at least one module")
 
 
 @dataclass
@@ -28,43 +43,65 @@ class TrainConfig:
     method: str = "score"
     task: str = "gsm8k"
     split: str = "train"
-    model: str = "embedded"
-    max_steps: int = 100
-    problems_per_step: int = 8  # distinct problems per optimizer step (global, over all processes)
-    samples_per_problem: int = 2  # episodes per problem (>= 2 gives leave-one-out baselines)
-    grad_accum: int = 1  # micro-batches per optimizer step
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    lr: float = 5e-6
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    warmup_steps: int = 0
+    model: str = setting("embedded", check=lambda m: None if m.strip() else "must not be empty")
+    max_steps: int = setting(100, ge=1)
+    problems_per_step: int = setting(8, ge=1)  # distinct problems per optimizer step (global, over all processes)
+    samples_per_problem: int = setting(2, ge=1)  # episodes per problem (>= 2 gives leave-one-out baselines)
+    grad_accum: int = setting(1, ge=1)  # micro-batches per optimizer step
+    temperature: float = setting(1.0, ge=0)
+    top_p: float = setting(1.0, gt=0, le=1)
+    max_new_tokens: int = setting(256, ge=1)
+    lr: float = setting(5e-6, gt=0)
+    weight_decay: float = setting(0.0, ge=0)
+    max_grad_norm: float = setting(1.0, ge=0)  # 0: no clipping
+    warmup_steps: int = setting(0, ge=0)
     lora: LoraSettings = field(default_factory=LoraSettings)
     method_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"alpha": 10, "stage1_steps": 50}
-    checkpoint_every: int = 50
-    seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
-    batch_size: int = 8  # generation batch
+    checkpoint_every: int = setting(50, ge=1)
+    seed: int = setting(0, ge=0, lt=2**32)  # numpy takes seeds in [0, 2**32)
+    dtype: str = setting("auto", choices=DTYPES)
+    device: str = setting("auto", check=check_device)
+    batch_size: int = setting(8, ge=1)  # generation batch
+    # Where the data and the run live: not part of a run's identity (a run folder can be moved).
     data_dir: str | None = None
     out: str | None = None
     results_dir: str = "results"
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    report_to: list[str] = setting(factory=lambda: ["tensorboard"], choices=_trackers(), check=_installed_trackers)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that make a run what it is; a resume must match them (max_steps may grow)."""
+        return {k: v for k, v in asdict(self).items() if k not in LOCATION | {"max_steps"}}
 
     def run_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:8]
+        what = {k: v for k, v in asdict(self).items() if k not in LOCATION}  # the same run wherever data lives
+        digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
         model = Path(self.model).name if "/" in self.model else self.model
         return Path(self.results_dir) / "runs" / f"train-{self.method}-{self.task}-{model}-{digest}"
 
     def validate(self) -> None:
-        for name in ("max_steps", "problems_per_step", "samples_per_problem", "grad_accum", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise HarnessError(f"{name} must be positive")
+        """Rules across fields and registries (each field's own rule is checked by `build`)."""
+        from harness.method import METHODS
+        from harness.task import get_task
+
+        check_fields(self.lora, "lora")
         if self.problems_per_step % self.grad_accum:
             raise HarnessError("problems_per_step must be a multiple of grad_accum")
+        task = get_task(self.task)
+        if self.split not in task.splits:
+            raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")
+        method = METHODS.get(self.method)(**self.method_options)
+        if method.kind not in ("rl", "sft"):
+            raise HarnessError(f"method {self.method!r} is {method.kind}: it has nothing to train")
+        if method.options_class is not None:
+            method.parse_options()  # unknown or out-of-range method_options: one line, before any work
+        elif self.method_options:
+            raise HarnessError(f"method {self.method!r} takes no method_options")
+
+
+# Fields that say where things are, not what a run is.
+LOCATION = {"out", "results_dir", "data_dir"}
 
 
 # Presets: starting points named on the command line with --preset.
@@ -98,7 +135,8 @@ def load_train_config(preset: str | None = None, yaml_path: str | None = None, o
     values = merge(PRESETS.get(preset, {}) if preset else {}, read_yaml(yaml_path) if yaml_path else {},
                    {k: v for k, v in (explicit or {}).items() if v is not None}, parse_overrides(overrides or []))
     lora = values.pop("lora", {})
-    config = build(TrainConfig, values, "train")
+    if not isinstance(lora, dict):
+        raise HarnessError(f"lora: expected a mapping of LoRA settings, got {lora!r}")
+    config = build(TrainConfig, {**values, "lora": LoraSettings()}, "train")
     config.lora = build(LoraSettings, merge(asdict(LoraSettings()), lora), "lora")
-    config.validate()
     return config

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, Interrupted, warn
 from harness.method import Method, get_method
 from harness.rollout import HFGenerator, SamplingParams, run_episodes
 from harness.rollout.episode import Episode
@@ -26,7 +27,9 @@ from harness.training.objective import RLBatch, TrainContext
 from harness.training.policy import attach_lora, reference_mode
 from harness.training.rewards import GraderReward
 from harness.training.sequences import TokenLogprobs, build_sequences
+from harness.store import append_jsonl
 from harness.training.sft import SFTSchedule, cross_entropy, sft_batch
+from harness.training.stopping import StopOnSignal, StopRequested
 
 
 @dataclass
@@ -52,11 +55,13 @@ class Cursor:
 class Trainer:
     def __init__(self, config: TrainConfig, run_dir: Path, items: list[Item] | None = None):
         from accelerate import Accelerator
+        from accelerate.utils import set_seed
 
         from harness.models import load_model, pick_device
 
         self.config = config
         self.run_dir = run_dir
+        set_seed(config.seed)  # python, numpy and torch: anything not seeded explicitly still repeats
         device = pick_device(config.device)
         bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
         self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if bf16 else "no",
@@ -221,6 +226,21 @@ class Trainer:
         return stack(logp), (stack(entropy) if entropy is not None else None)
 
     # ---- state --------------------------------------------------------------------------------
+    def stage_ends(self) -> set[int]:
+        """Step counts at which a stage (or an SFT iteration) ends: the run checkpoints there."""
+        if self.sft is not None:
+            return {i * self.sft.steps_per_iteration for i in range(1, self.sft.iterations)}
+        return set(self.method.stage_ends())
+
+    def snapshot(self) -> tuple[dict[str, Any], Cursor]:
+        """What a step's rollout changes in memory before its update: the RNG states and the data cursor."""
+        return ckpt.rng_state(), copy.deepcopy(self.cursor)
+
+    def restore(self, snapshot: tuple[dict[str, Any], Cursor]) -> None:
+        """Undo an abandoned rollout: the state is again the one the step started from."""
+        rng, self.cursor = snapshot
+        ckpt.set_rng_state(rng)
+
     def save(self) -> Path:
         parts = {"weights": ckpt.trainable_state(self.policy), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_state(), "method": self.method.state_dict()}
@@ -261,59 +281,119 @@ def step_metrics(episodes: list[Episode]) -> dict[str, float]:
 
 def train(config: TrainConfig, resume: bool = False,
           progress: Callable[[int, int, dict[str, float]], None] | None = None, items: list[Item] | None = None) -> Path:
-    """Train (or continue) a run; returns its folder. `progress(step, max_steps, logs)` after each step."""
+    """Train (or continue) a run; returns its folder. `progress(step, max_steps, logs)` after each step.
+
+    Every input (settings, stored run, data, model) is checked before anything is written. A run saves a
+    checkpoint every `checkpoint_every` steps, at the end of each stage or SFT iteration, at the end, and
+    when SIGINT/SIGTERM asks it to stop (see `StopOnSignal`); it then raises `Interrupted`."""
     from harness.data import local_data_files
     from harness.grading import GradingPool
     from harness.manifest import build_manifest
     from harness.store import RunStore
 
     run_dir = config.run_dir()
-    found = ckpt.latest_checkpoint(run_dir)
-    if found is not None and not resume:
+    store = RunStore(run_dir)
+    # Where a run lives is not a setting: only its identity must match the stored one.
+    store.check_config(config.identity(), "a resumed run keeps its settings (only max_steps may change)" if resume
+                       else "choose another --out or delete it")
+    if not resume and ckpt.checkpoints(run_dir):
         raise HarnessError(f"{run_dir} already holds a training run; pass --resume {run_dir} to continue it")
-    trainer = Trainer(config, run_dir, items)
+    trainer = Trainer(config, run_dir, items)  # loads the data and the model: their errors come before any write
     accel = trainer.accelerator
+    data_files = local_data_files(config.data_dir, trainer.task.data_files(config.split))
+    _check_same_data(run_dir, data_files)
+    if accel.is_main_process:
+        ckpt.clean_temp_folders(run_dir)
+        ckpt.latest_checkpoint(run_dir, repair=True)  # damaged newer checkpoints are moved aside, with a warning
+    accel.wait_for_everyone()
+    found = ckpt.latest_checkpoint(run_dir)
     if found is not None:
         trainer.load(found)
     if accel.is_main_process:
-        # max_steps is not part of a run's identity: resuming with a larger one continues training.
-        RunStore(run_dir).write_config(asdict(config), {k: v for k, v in asdict(config).items() if k != "max_steps"})
-        RunStore(run_dir).write_manifest(build_manifest(
+        store.write_config(asdict(config), config.identity())
+        store.write_manifest(build_manifest(
             asdict(config), config.seed,
             {"spec": config.model, "id": trainer.loaded.model_id, "weights_sha256": trainer.loaded.weights_sha256},
-            local_data_files(config.data_dir, trainer.task.data_files(config.split))))
+            data_files))
         _truncate_log(run_dir / "log.jsonl", trainer.step)
     if config.report_to:
         accel.init_trackers("train", config={k: str(v) for k, v in asdict(config).items()})
-    with GradingPool() as pool:
+    saved = trainer.step if found is not None else -1
+    with GradingPool() as pool, StopOnSignal(abandon=accel.num_processes == 1) as stop:
         trainer.pool = pool
         while trainer.step < config.max_steps:
-            start = time.perf_counter()
+            before = trainer.snapshot()
+            stop.phase = "rollout"  # a signal now abandons the step: nothing of it has touched the weights
+            try:
+                if stop.signal is not None and stop.abandon:  # it came between two steps
+                    raise StopRequested
+                start = time.perf_counter()
+                if trainer.sft is not None:
+                    examples, stats = trainer.sft_examples()
+                    batch = trainer.sft.batch(trainer.step, examples, config.problems_per_step)
+                else:
+                    episodes = trainer.rollout(trainer.next_problems())
+                rollout_s = time.perf_counter() - start
+                stop.phase = "update"  # from here a signal lets the step finish, then the run saves and stops
+            except StopRequested:
+                trainer.restore(before)
+                break
+            except Exception:
+                if stop.signal is None:
+                    raise
+                trainer.restore(before)  # the signal also reached a helper (a grading worker) and broke the rollout
+                break
             if trainer.sft is not None:
-                examples, stats = trainer.sft_examples()
-                rollout_s = time.perf_counter() - start
-                logs = trainer.sft_update(trainer.sft.batch(trainer.step, examples, config.problems_per_step))
+                logs = trainer.sft_update(batch)
             else:
-                episodes = trainer.rollout(trainer.next_problems())
-                rollout_s = time.perf_counter() - start
                 logs = trainer.update(episodes)
                 stats = _gather_mean(accel, {**step_metrics(episodes), **trainer.method.rollout_logs()})
             record = {"step": trainer.step, **stats, **logs, "rollout_s": rollout_s,
                       "step_s": time.perf_counter() - start, "lr": trainer.scheduler.get_last_lr()[0]}
             if accel.is_main_process:
-                with (run_dir / "log.jsonl").open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
+                append_jsonl(run_dir / "log.jsonl", [record])
             if config.report_to:
                 accel.log(record, step=trainer.step)
-            if trainer.step % config.checkpoint_every == 0 or trainer.step == config.max_steps:
+            stopping = stop.agreed(accel)
+            if stopping or trainer.step % config.checkpoint_every == 0 or trainer.step == config.max_steps \
+                    or trainer.step in trainer.stage_ends():
                 if accel.is_main_process:
                     trainer.save()
+                saved = trainer.step
                 accel.wait_for_everyone()
             if progress is not None:
                 progress(trainer.step, config.max_steps, record)
+            if stopping:
+                stop.signal = stop.signal or signal.SIGTERM  # another process was asked
+                break
+        stop.phase = "done"
+        interrupted = stop.signal is not None and trainer.step < config.max_steps
+        if interrupted and saved != trainer.step:  # abandoned mid-rollout, or before this start's first checkpoint
+            if accel.is_main_process:
+                trainer.save()
+            accel.wait_for_everyone()
     if config.report_to:
         accel.end_training()
+    if interrupted:
+        name = signal.Signals(stop.signal).name
+        raise Interrupted(f"stopped by {name} after step {trainer.step} of {config.max_steps}, checkpoint saved; "
+                          f"continue with: harness train --resume {run_dir}", 128 + stop.signal)
     return run_dir
+
+
+def _check_same_data(run_dir: Path, data_files: dict[str, str]) -> None:
+    """A resumed run must read the same data files (by sha256) as the run it continues."""
+    path = run_dir / "manifest.json"
+    if not path.is_file() or not data_files:
+        return
+    try:
+        before = json.loads(path.read_text(encoding="utf-8")).get("data_sha256") or {}
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return  # a damaged manifest is rewritten; the config check already matched the settings
+    changed = sorted(k for k, v in data_files.items() if k in before and before[k] != v)
+    if changed:
+        raise HarnessError(f"{run_dir}: the data changed since the run started ({', '.join(changed)} has another "
+                           "sha256); a resumed run needs the same data")
 
 
 def _gather_mean(accel, stats: dict[str, float]) -> dict[str, float]:
@@ -324,10 +404,28 @@ def _gather_mean(accel, stats: dict[str, float]) -> dict[str, float]:
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past the checkpoint a resumed run restarts from (they are redone)."""
+    """Drop log lines past the checkpoint a resumed run restarts from (they are redone), and lines a
+    killed write tore or the disk damaged (saying so in one line)."""
     if not path.is_file():
         return
-    from harness.store import atomic_write_text
+    from harness.store import atomic_write_bytes
 
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    torn = lines.pop()  # the part after the last newline: empty, or a line whose write was killed
+    kept, damaged = [], 0
+    for raw in lines:
+        try:
+            record = json.loads(raw.decode("utf-8"))
+            past = record["step"] > step
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
+            damaged += 1
+            continue
+        if not past:
+            kept.append(raw + b"\n")
+    if torn or damaged:
+        warn(f"{path}: cut {'a torn last line' if torn else ''}{' and ' if torn and damaged else ''}"
+             f"{f'{damaged} damaged line(s)' if damaged else ''}; the steps after checkpoint {step} are redone")
+    new = b"".join(kept)
+    if new != data:
+        atomic_write_bytes(path, new)

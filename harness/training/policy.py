@@ -9,7 +9,8 @@ from typing import Iterator
 
 import torch
 
-from harness.training.config import LoraSettings
+from harness.errors import HarnessError
+from harness.training.config import DEFAULT_TARGETS, LoraSettings
 
 
 def attach_lora(model: torch.nn.Module, settings: LoraSettings, seed: int) -> torch.nn.Module:
@@ -24,8 +25,12 @@ def attach_lora(model: torch.nn.Module, settings: LoraSettings, seed: int) -> to
     torch.manual_seed(seed)  # LoRA's A matrices are random: same seed, same start
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     targets = [t for t in settings.targets if t in present]
-    if not targets:
-        raise ValueError(f"none of the LoRA targets {settings.targets} exist in this model")
+    # The default list covers several architectures and is filtered; targets named by the user must all exist.
+    missing = [t for t in settings.targets if t not in present]
+    if not targets or (missing and settings.targets != DEFAULT_TARGETS):
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                         if isinstance(m, torch.nn.Linear) and "." in name})
+        raise HarnessError(f"lora.targets: {', '.join(missing)} not in this model; its linear layers: {', '.join(linear)}")
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=targets, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, config)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.errors import HarnessError
+from harness.config import setting
 from harness.method import Method
 from harness.rollout.episode import Episode, Step
 from harness.training.sequences import SequenceBatch, build_sequences
@@ -80,9 +80,9 @@ def cross_entropy(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class SFTOptions:
-    iterations: int = 1  # collect-then-fit rounds
-    steps_per_iteration: int = 0  # 0: max_steps // iterations, the last takes the rest (fixed when the run starts)
-    collect_problems: int = 0  # problems sampled per iteration; 0: problems_per_step x steps per iteration
+    iterations: int = setting(1, ge=1)  # collect-then-fit rounds
+    steps_per_iteration: int = setting(0, ge=0)  # 0: max_steps // iterations, the last takes the rest (fixed when the run starts)
+    collect_problems: int = setting(0, ge=0)  # problems sampled per iteration; 0: problems_per_step x steps per iteration
 
 
 class SFTMethod(Method):
@@ -93,8 +93,6 @@ class SFTMethod(Method):
 
     def setup(self, ctx: "TrainContext") -> None:
         self.opts = self.parse_options()
-        if self.opts.iterations < 1 or self.opts.collect_problems < 0 or self.opts.steps_per_iteration < 0:
-            raise HarnessError(f"{self.name}: iterations must be >= 1, collect_problems and steps_per_iteration >= 0")
 
     def collect(self, ctx: "TrainContext", problems: list["Item"]) -> tuple[list[SFTExample], dict[str, float]]:
         """This iteration's examples from the current policy's samples, and statistics to log."""
