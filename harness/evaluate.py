@@ -31,7 +31,7 @@ class RolloutSettings:
     limit: int | None = None
     turns: int = 2
     seed: int = 0
-    batch_size: int = 8
+    batch_size: int = 0  # rows decoded at once; 0: as many as memory allows
     max_new_tokens: int = 512
     temperature: float = 0.0
     top_p: float = 1.0
@@ -72,8 +72,8 @@ class EvalConfig(RolloutSettings):
             raise HarnessError("--turns must be at least 2 (self-correction needs a second attempt)")
         if self.limit is not None and self.limit < 1:
             raise HarnessError("--limit must be positive")
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise HarnessError("--batch-size and --max-new-tokens must be positive")
+        if self.batch_size < 0 or self.max_new_tokens < 1:
+            raise HarnessError("--batch-size must be >= 0 (0: from memory) and --max-new-tokens positive")
         if not (self.temperature >= 0 and 0 < self.top_p <= 1):
             raise HarnessError("--temperature must be >= 0 and --top-p in (0, 1]")
 
@@ -102,7 +102,7 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
     """Run (or resume) an evaluation; `progress(done=, total=, tokens=, acc=)` is called as it goes."""
     from harness.grading import GradingPool
     from harness.models import load_model
-    from harness.rollout import HFGenerator, SamplingParams, run_episodes
+    from harness.rollout import EngineGenerator, SamplingParams, run_episodes
 
     config.validate()  # a checkpoint folder without a checkpoint fails here, before any work
     task = get_task(config.task)
@@ -128,7 +128,7 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
             {"spec": config.model, "id": loaded.model_id, "weights_sha256": loaded.weights_sha256,
              "dtype": loaded.dtype, "device": loaded.device},
             local_data_files(config.data_dir, task.data_files(config.split))))
-        generator = HFGenerator(loaded.model, loaded.tokenizer, config.batch_size)
+        generator = EngineGenerator(loaded.model, loaded.tokenizer, config.batch_size or None)
         params = SamplingParams(config.temperature, config.top_p, config.max_new_tokens, 1, config.seed)
         tokens = [0]
 
@@ -137,8 +137,10 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
             report(done=len(done), total=len(items), tokens=tokens[0], samples=done)
 
         with GradingPool() as pool:
-            for start in range(0, len(todo), config.batch_size):
-                chunk = todo[start : start + config.batch_size]
+            # Chunks of two batches: freed rows refill within a chunk; each chunk is stored when done.
+            size = 2 * generator.batch_size
+            for start in range(0, len(todo), size):
+                chunk = todo[start : start + size]
                 episodes = run_episodes(task, method, chunk, generator, params, config.turns, pool, count)
                 records = [e.to_record() for e in episodes]
                 store.append(records)

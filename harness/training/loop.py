@@ -17,7 +17,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.method import Method, get_method
-from harness.rollout import HFGenerator, SamplingParams, run_episodes
+from harness.rollout import EngineGenerator, SamplingParams, run_episodes
 from harness.rollout.episode import Episode
 from harness.task import Item, Task, get_task
 from harness.training import checkpoint as ckpt
@@ -53,12 +53,13 @@ class Trainer:
     def __init__(self, config: TrainConfig, run_dir: Path, items: list[Item] | None = None):
         from accelerate import Accelerator
 
-        from harness.models import load_model, pick_device
+        from harness.models import load_model, native_bf16, pick_device
 
         self.config = config
         self.run_dir = run_dir
         device = pick_device(config.device)
-        bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        # dtype auto: float32 master weights and optimizer state, bf16 autocast where the device has it.
+        bf16 = config.dtype == "auto" and native_bf16(device)
         self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if bf16 else "no",
                                        log_with=config.report_to or None, project_dir=str(run_dir))
         self.task: Task = get_task(config.task)
@@ -76,7 +77,7 @@ class Trainer:
         # fine-tuning needs a frozen copy (memory: one more model).
         self.reference = None if config.lora.enabled else copy.deepcopy(loaded.model).eval().requires_grad_(False)
         self.policy = attach_lora(loaded.model, config.lora, config.seed)
-        self.generator = HFGenerator(self.policy, self.tokenizer, config.batch_size)
+        self.generator = EngineGenerator(self.policy, self.tokenizer, config.batch_size)
         self.eos_ids = self.generator.eos_ids()
         self.pool = None  # the grading pool, set by train()
         self._sample_calls = (-1, 0)  # (step, calls in it): each sampling call of a step gets its own seed

@@ -1,0 +1,276 @@
+"""The decode engine: continuous batching on a transformers `DynamicCache`, with prefix reuse.
+
+Rows live in one left-aligned batch cache: row i's keys and values fill the last `length_i` columns,
+the columns before are padding (masked). Every step feeds each row its last sampled token at its own
+position; a row that ends (EOS or max_new_tokens) leaves the batch at once and the next queued job
+takes its place, prefilled on its own: no step decodes a finished row, and no batch waits for its
+longest row. A prompt that starts with a stream the engine already ran (attempt k+1 = attempt k's
+prompt + sampled tokens + the correction instruction) prefills only the new tail on top of that
+stream's cached keys and values.
+
+Each sample has its own `torch.Generator`, seeded by the caller per request: what a row samples does
+not depend on which other rows share its batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from harness.rollout.kvcache import KVStash, RowCache
+
+
+@dataclass
+class Job:
+    """One prompt to answer `len(seeds)` times (one sample per seed)."""
+
+    key: Any  # the caller's handle, passed back with the result
+    prompt_ids: list[int]
+    seeds: list[int]
+
+
+@dataclass
+class JobResult:
+    job: Job
+    tokens: list[list[int]]  # per sample: the sampled tokens, a final EOS included when it stopped there
+    seconds: float  # this job's share of the engine's compute time
+    reused: int  # prompt tokens whose keys and values came from the stash
+
+
+@dataclass
+class _Row:
+    job: Job
+    sample: int
+    tokens: list[int]  # sampled so far; the last one is not in the cache yet
+    length: int  # tokens in the cache (its positions are 0..length-1)
+    generator: torch.Generator | None
+
+
+@dataclass
+class _Pending:
+    """A job whose samples are still decoding."""
+
+    tokens: list[list[int] | None]
+    seconds: float = 0.0
+    reused: int = 0
+    left: int = 0
+
+
+@dataclass
+class EngineStats:
+    forward_s: float = 0.0
+    prefill_tokens: int = 0
+    reused_tokens: int = 0
+    decode_steps: int = 0
+    generated_tokens: int = 0
+    rows_per_step: list[int] = field(default_factory=list, repr=False)
+
+
+class DecodeEngine:
+    def __init__(self, model, eos_ids: Sequence[int], max_rows: int, stash_bytes: int = 0):
+        self.model = model
+        self.eos_ids = set(eos_ids)
+        self.max_rows = max(1, max_rows)
+        self.stash_bytes = stash_bytes
+        self.stats = EngineStats()
+        # transformers renamed `past_key_values` to `cache` (5.2x); a PEFT wrapper passes either through.
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+    # ---- public ---------------------------------------------------------------------------
+    def run(
+        self,
+        jobs: Sequence[Job],
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        on_done: Callable[[JobResult], Sequence[Job]] | None = None,
+    ) -> list[JobResult]:
+        """Answer every job; `on_done(result)` may return follow-up jobs, which join the queue at once.
+        Results come back in completion order (each carries its job)."""
+        queue = deque(jobs)
+        stash = KVStash(self.stash_bytes)
+        batch = _Batch()
+        pending: dict[int, _Pending] = {}
+        results: list[JobResult] = []
+        sampler = _Sampler(temperature, top_p)
+
+        def finish(row: _Row, cache: RowCache | None) -> None:
+            state = pending[id(row.job)]
+            state.tokens[row.sample] = row.tokens
+            state.left -= 1
+            self.stats.generated_tokens += len(row.tokens)
+            if cache is not None and self.stash_bytes:
+                stash.put(tuple(row.job.prompt_ids) + tuple(row.tokens[:-1]), cache)
+            if state.left == 0:
+                del pending[id(row.job)]
+                result = JobResult(row.job, state.tokens, state.seconds, state.reused)  # type: ignore[arg-type]
+                results.append(result)
+                if on_done is not None:
+                    queue.extend(on_done(result))
+
+        with torch.inference_mode():
+            while queue or batch.rows:
+                while queue and len(batch.rows) + len(queue[0].seeds) <= self.max_rows or (queue and not batch.rows):
+                    job = queue.popleft()
+                    for row, cache in self._prefill(job, stash, sampler, pending, max_new_tokens):
+                        if self._done(row, max_new_tokens):
+                            finish(row, cache)
+                        else:
+                            batch.add(row, cache)
+                if not batch.rows:
+                    continue
+                start = time.perf_counter()
+                logits = self._decode(batch)
+                self._charge(pending, batch.rows, time.perf_counter() - start)
+                nxt = sampler(logits, [r.generator for r in batch.rows])
+                ended = []
+                for i, (row, token) in enumerate(zip(batch.rows, nxt)):
+                    row.length += 1
+                    row.tokens.append(token)
+                    if self._done(row, max_new_tokens):
+                        ended.append(i)
+                if ended:
+                    caches = [batch.row_cache(i) if self.stash_bytes else None for i in ended]
+                    rows = [batch.rows[i] for i in ended]
+                    batch.drop(ended)
+                    for row, cache in zip(rows, caches):
+                        finish(row, cache)
+        return results
+
+    # ---- steps ------------------------------------------------------------------------------
+    def _done(self, row: _Row, max_new_tokens: int) -> bool:
+        return row.tokens[-1] in self.eos_ids or len(row.tokens) >= max_new_tokens
+
+    def _prefill(self, job: Job, stash: KVStash, sampler, pending, max_new_tokens) -> list[tuple[_Row, RowCache]]:
+        """Run the job's prompt (only its tail past the longest cached prefix) and sample each first token."""
+        from transformers import DynamicCache
+
+        ids = job.prompt_ids
+        reused, prefix = stash.longest_prefix(ids) if self.stash_bytes else (0, None)
+        device = self.model.device
+        cache = DynamicCache(prefix) if prefix is not None else DynamicCache(config=self.model.config)
+        start = time.perf_counter()
+        out = self.model(
+            input_ids=torch.tensor([ids[reused:]], device=device),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
+            position_ids=torch.arange(reused, len(ids), device=device)[None],
+            **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1,
+        )
+        seconds = time.perf_counter() - start
+        self.stats.forward_s += seconds
+        self.stats.prefill_tokens += len(ids) - reused
+        self.stats.reused_tokens += reused
+        row_cache: RowCache = tuple((layer.keys, layer.values) for layer in cache.layers)
+        pending[id(job)] = _Pending([None] * len(job.seeds), seconds, reused, len(job.seeds))
+        logits = out.logits[:, -1].expand(len(job.seeds), -1)
+        generators = [sampler.generator(seed, device) for seed in job.seeds]
+        first = sampler(logits, generators)
+        return [(_Row(job, s, [first[s]], len(ids), generators[s]), row_cache) for s in range(len(job.seeds))]
+
+    def _decode(self, batch: "_Batch") -> torch.Tensor:
+        device = self.model.device
+        rows = batch.rows
+        batch.mask = torch.cat([batch.mask, torch.ones(len(rows), 1, dtype=torch.long)], dim=1)
+        out = self.model(
+            input_ids=torch.tensor([[r.tokens[-1]] for r in rows], device=device),
+            attention_mask=batch.mask.to(device),
+            position_ids=torch.tensor([[r.length] for r in rows], device=device),
+            **{self._cache_arg: batch.cache}, use_cache=True,
+        )
+        self.stats.decode_steps += 1
+        self.stats.rows_per_step.append(len(rows))
+        return out.logits[:, -1]
+
+    def _charge(self, pending: dict[int, _Pending], rows: list[_Row], seconds: float) -> None:
+        self.stats.forward_s += seconds
+        for row in rows:
+            pending[id(row.job)].seconds += seconds / len(rows)
+
+
+class _Batch:
+    """The running rows and their shared, left-padded cache."""
+
+    def __init__(self):
+        self.rows: list[_Row] = []
+        self.cache = None  # DynamicCache over [rows, kv_heads, width, head_dim]
+        self.mask = torch.zeros(0, 0, dtype=torch.long)  # [rows, width]: 1 where a row has a token
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[1]
+
+    def add(self, row: _Row, cache: RowCache) -> None:
+        from transformers import DynamicCache
+
+        n = cache[0][0].shape[2]
+        if self.cache is None:
+            self.cache = DynamicCache(cache)
+            self.mask = torch.ones(1, n, dtype=torch.long)
+            self.rows = [row]
+            return
+        width = max(self.width, n)
+        grow = width - self.width
+        row_mask = torch.cat([torch.zeros(1, width - n, dtype=torch.long), torch.ones(1, n, dtype=torch.long)], dim=1)
+        self.mask = torch.cat([F.pad(self.mask, (grow, 0)), row_mask])
+        for layer, (k, v) in zip(self.cache.layers, cache):
+            layer.keys = torch.cat([_pad_left(layer.keys, grow), _pad_left(k, width - n)])
+            layer.values = torch.cat([_pad_left(layer.values, grow), _pad_left(v, width - n)])
+        self.rows.append(row)
+
+    def row_cache(self, i: int) -> RowCache:
+        n = self.rows[i].length
+        return tuple((layer.keys[i : i + 1, :, -n:].clone(), layer.values[i : i + 1, :, -n:].clone())
+                     for layer in self.cache.layers)
+
+    def drop(self, indices: list[int]) -> None:
+        gone = set(indices)
+        keep = [i for i in range(len(self.rows)) if i not in gone]
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache, self.mask = None, torch.zeros(0, 0, dtype=torch.long)
+            return
+        index = torch.tensor(keep)
+        self.mask = self.mask[index]
+        # Columns that are padding in every remaining row are dropped too.
+        first = int(self.mask.any(0).nonzero()[0])
+        self.mask = self.mask[:, first:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[index.to(layer.keys.device), :, first:]
+            layer.values = layer.values[index.to(layer.values.device), :, first:]
+
+
+def _pad_left(t: torch.Tensor, n: int) -> torch.Tensor:
+    return F.pad(t, (0, 0, n, 0)) if n else t
+
+
+class _Sampler:
+    """Greedy (temperature 0) or temperature + top-p sampling, each row from its own generator."""
+
+    def __init__(self, temperature: float, top_p: float):
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def generator(self, seed: int, device) -> torch.Generator | None:
+        if self.temperature <= 0:
+            return None
+        return torch.Generator(device=device).manual_seed(seed % (2**63))
+
+    def __call__(self, logits: torch.Tensor, generators: list[torch.Generator | None]) -> list[int]:
+        if self.temperature <= 0:
+            return logits.argmax(-1).tolist()
+        scores = logits.float() / self.temperature
+        if self.top_p < 1.0:  # as transformers' TopPLogitsWarper: drop the tail holding 1 - top_p of the mass
+            sorted_scores, order = torch.sort(scores, descending=False)
+            cumulative = sorted_scores.softmax(-1).cumsum(-1)
+            remove = cumulative <= 1 - self.top_p
+            remove[..., -1] = False
+            scores = scores.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
+        probs = scores.softmax(-1)
+        return [int(torch.multinomial(p, 1, generator=g)) for p, g in zip(probs, generators)]
