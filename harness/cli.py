@@ -77,7 +77,7 @@ ROLLOUT_BATCH_SIZE = typer.Option(0, help="Rows decoded at once (0: as many as f
 ROLLOUT_MAX_NEW_TOKENS = typer.Option(512, help="Cap on each attempt's length.")
 ROLLOUT_TEMPERATURE = typer.Option(0.0, help="0 = greedy.")
 ROLLOUT_TOP_P = typer.Option(1.0, help="Nucleus sampling mass.")
-ROLLOUT_DTYPE = typer.Option("auto", help="auto (bf16 where the GPU or CPU computes it natively, else float32), float32, bfloat16, float16.")
+ROLLOUT_DTYPE = typer.Option("auto", help="auto (bf16 on GPUs with bf16, float32 on CPU: see README), float32, bfloat16, float16.")
 ROLLOUT_DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps.")
 
 

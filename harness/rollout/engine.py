@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from harness.rollout.kvcache import KVStash, RowCache
 
@@ -33,6 +34,7 @@ class Job:
     key: Any  # the caller's handle, passed back with the result
     prompt_ids: list[int]
     seeds: list[int]
+    stop: Callable[[list[int]], bool] | None = None  # ends a sample early (e.g. at a stop string)
 
 
 @dataclass
@@ -146,12 +148,11 @@ class DecodeEngine:
 
     # ---- steps ------------------------------------------------------------------------------
     def _done(self, row: _Row, max_new_tokens: int) -> bool:
-        return row.tokens[-1] in self.eos_ids or len(row.tokens) >= max_new_tokens
+        return row.tokens[-1] in self.eos_ids or len(row.tokens) >= max_new_tokens or \
+            (row.job.stop is not None and row.job.stop(row.tokens))
 
     def _prefill(self, job: Job, stash: KVStash, sampler, pending, max_new_tokens) -> list[tuple[_Row, RowCache]]:
         """Run the job's prompt (only its tail past the longest cached prefix) and sample each first token."""
-        from transformers import DynamicCache
-
         ids = job.prompt_ids
         reused, prefix = stash.longest_prefix(ids) if self.stash_bytes else (0, None)
         device = self.model.device
@@ -207,11 +208,10 @@ class _Batch:
         return self.mask.shape[1]
 
     def add(self, row: _Row, cache: RowCache) -> None:
-        from transformers import DynamicCache
-
         n = cache[0][0].shape[2]
         if self.cache is None:
-            self.cache = DynamicCache(cache)
+            self.cache = DynamicCache()
+            self.cache.layers = [_GrowingLayer(k, v) for k, v in cache]
             self.mask = torch.ones(1, n, dtype=torch.long)
             self.rows = [row]
             return
@@ -220,8 +220,8 @@ class _Batch:
         row_mask = torch.cat([torch.zeros(1, width - n, dtype=torch.long), torch.ones(1, n, dtype=torch.long)], dim=1)
         self.mask = torch.cat([F.pad(self.mask, (grow, 0)), row_mask])
         for layer, (k, v) in zip(self.cache.layers, cache):
-            layer.keys = torch.cat([_pad_left(layer.keys, grow), _pad_left(k, width - n)])
-            layer.values = torch.cat([_pad_left(layer.values, grow), _pad_left(v, width - n)])
+            layer.reset(torch.cat([_pad_left(layer.keys, grow), _pad_left(k, width - n)]),
+                        torch.cat([_pad_left(layer.values, grow), _pad_left(v, width - n)]))
         self.rows.append(row)
 
     def row_cache(self, i: int) -> RowCache:
@@ -242,8 +242,39 @@ class _Batch:
         first = int(self.mask.any(0).nonzero()[0])
         self.mask = self.mask[:, first:]
         for layer in self.cache.layers:
-            layer.keys = layer.keys[index.to(layer.keys.device), :, first:]
-            layer.values = layer.values[index.to(layer.values.device), :, first:]
+            layer.reset(layer.keys[index.to(layer.keys.device), :, first:],
+                        layer.values[index.to(layer.values.device), :, first:])
+
+
+class _GrowingLayer(DynamicLayer):
+    """A DynamicLayer that writes each step's keys and values into spare columns: DynamicLayer
+    concatenates, which copies the whole batch cache at every decode step."""
+
+    SPARE = 128
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        super().__init__()
+        self.reset(keys, values)
+
+    def reset(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        b, h, n, d = keys.shape
+        self._keys = keys.new_empty(b, h, n + self.SPARE, d)
+        self._values = values.new_empty(b, h, n + self.SPARE, values.shape[-1])
+        self._keys[:, :, :n] = keys
+        self._values[:, :, :n] = values
+        self._length = n
+        self.keys, self.values = self._keys[:, :, :n], self._values[:, :, :n]
+        self.device, self.is_initialized = keys.device, True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n, m = self._length, key_states.shape[-2]
+        if n + m > self._keys.shape[2]:
+            self.reset(self.keys, self.values)
+        self._keys[:, :, n : n + m] = key_states
+        self._values[:, :, n : n + m] = value_states
+        self._length = n + m
+        self.keys, self.values = self._keys[:, :, : n + m], self._values[:, :, : n + m]
+        return self.keys, self.values
 
 
 def _pad_left(t: torch.Tensor, n: int) -> torch.Tensor:

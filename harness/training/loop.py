@@ -53,13 +53,13 @@ class Trainer:
     def __init__(self, config: TrainConfig, run_dir: Path, items: list[Item] | None = None):
         from accelerate import Accelerator
 
-        from harness.models import load_model, native_bf16, pick_device
+        from harness.models import auto_bf16, load_model, pick_device
 
         self.config = config
         self.run_dir = run_dir
         device = pick_device(config.device)
         # dtype auto: float32 master weights and optimizer state, bf16 autocast where the device has it.
-        bf16 = config.dtype == "auto" and native_bf16(device)
+        bf16 = config.dtype == "auto" and auto_bf16(device)
         self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if bf16 else "no",
                                        log_with=config.report_to or None, project_dir=str(run_dir))
         self.task: Task = get_task(config.task)
