@@ -149,3 +149,16 @@ def test_stash_keeps_the_longest_prefix_within_its_budget():
     stash.put((6, 6, 6, 6), cache(4))  # over budget: the least recently used stream, (1, 2, 3), goes
     assert len(stash) == 2 and stash.bytes == 9 * per_token
     assert stash.longest_prefix([1, 2, 3, 0])[0] == 3 and stash.longest_prefix([6, 6, 0])[0] == 2
+
+
+def test_rows_follow_free_memory_and_an_explicit_batch_size_wins(tiny, monkeypatch):
+    from harness.rollout import memory
+
+    per_row = memory.kv_bytes_per_token(tiny.model) * memory.ROW_TOKENS
+    assert per_row == 2 * tiny.model.config.num_hidden_layers * tiny.model.config.num_key_value_heads * \
+        (tiny.model.config.hidden_size // tiny.model.config.num_attention_heads) * 4 * memory.ROW_TOKENS
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 4 * 5 * per_row)  # a quarter holds 5 rows
+    assert EngineGenerator(tiny.model, tiny.tokenizer).batch_size == 5
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 10**15)
+    assert EngineGenerator(tiny.model, tiny.tokenizer).batch_size == memory.CPU_MAX_ROWS
+    assert EngineGenerator(tiny.model, tiny.tokenizer, 3).batch_size == 3

@@ -94,8 +94,9 @@ class DecodeEngine:
         max_new_tokens: int,
         on_done: Callable[[JobResult], Sequence[Job]] | None = None,
     ) -> list[JobResult]:
-        """Answer every job; `on_done(result)` may return follow-up jobs, which join the queue at once.
-        Results come back in completion order (each carries its job)."""
+        """Answer every job; `on_done(result)` may return follow-up jobs, which go to the front of the
+        queue (an episode under way finishes before new ones start: its stashed prefix is fresh and the
+        stash stays small). Results come back in completion order (each carries its job)."""
         queue = deque(jobs)
         stash = KVStash(self.stash_bytes)
         batch = _Batch()
@@ -115,7 +116,7 @@ class DecodeEngine:
                 result = JobResult(row.job, state.tokens, state.seconds, state.reused)  # type: ignore[arg-type]
                 results.append(result)
                 if on_done is not None:
-                    queue.extend(on_done(result))
+                    queue.extendleft(reversed(list(on_done(result))))
 
         with torch.inference_mode():
             while queue or batch.rows:
