@@ -1,12 +1,12 @@
 """The decode engine: continuous batching on a transformers `DynamicCache`, with prefix reuse.
 
-Rows live in one left-aligned batch cache: row i's keys and values fill the last `length_i` columns,
-the columns before are padding (masked). Every step feeds each row its last sampled token at its own
-position; a row that ends (EOS or max_new_tokens) leaves the batch at once and the next queued job
-takes its place, prefilled on its own: no step decodes a finished row, and no batch waits for its
-longest row. A prompt that starts with a stream the engine already ran (attempt k+1 = attempt k's
-prompt + sampled tokens + the correction instruction) prefills only the new tail on top of that
-stream's cached keys and values.
+Rows live in one batch cache: row i's keys and values fill `length_i` of its columns, the others are
+padding (masked). Every step feeds each row its last sampled token at its own position; a row that
+ends (EOS or max_new_tokens) leaves the batch at once and queued jobs take the free places,
+prefilled together in one left-padded forward: no step decodes a finished row, and no batch waits
+for its longest row. A prompt that starts with a stream the engine already ran (attempt k+1 =
+attempt k's prompt + sampled tokens + the correction instruction) prefills only the new tail on top
+of that stream's cached keys and values.
 
 Each sample has its own `torch.Generator`, seeded by the caller per request: what a row samples does
 not depend on which other rows share its batch.
@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from harness.rollout.kvcache import KVStash, RowCache
+
+PREFILL_TOKENS = 4096  # prompt tokens admitted into one prefill forward (activations grow with it)
 
 
 @dataclass
@@ -120,13 +122,19 @@ class DecodeEngine:
 
         with torch.inference_mode():
             while queue or batch.rows:
-                while queue and len(batch.rows) + len(queue[0].seeds) <= self.max_rows or (queue and not batch.rows):
-                    job = queue.popleft()
-                    for row, cache in self._prefill(job, stash, sampler, pending, max_new_tokens):
-                        if self._done(row, max_new_tokens):
-                            finish(row, cache)
-                        else:
-                            batch.add(row, cache)
+                admit: list[Job] = []
+                rows, tokens = len(batch.rows), 0
+                while queue and ((rows + len(queue[0].seeds) <= self.max_rows and tokens < PREFILL_TOKENS)
+                                 or not (admit or batch.rows)):
+                    admit.append(queue.popleft())
+                    rows, tokens = rows + len(admit[-1].seeds), tokens + len(admit[-1].prompt_ids)
+                if admit:
+                    block = self._prefill(admit, stash, sampler, pending)
+                    done = [i for i, row in enumerate(block.rows) if self._done(row, max_new_tokens)]
+                    for i in done:
+                        finish(block.rows[i], block.row_cache(i) if self.stash_bytes else None)
+                    block.drop(done)
+                    batch.merge(block)
                 if not batch.rows:
                     continue
                 start = time.perf_counter()
@@ -152,29 +160,60 @@ class DecodeEngine:
         return row.tokens[-1] in self.eos_ids or len(row.tokens) >= max_new_tokens or \
             (row.job.stop is not None and row.job.stop(row.tokens))
 
-    def _prefill(self, job: Job, stash: KVStash, sampler, pending, max_new_tokens) -> list[tuple[_Row, RowCache]]:
-        """Run the job's prompt (only its tail past the longest cached prefix) and sample each first token."""
-        ids = job.prompt_ids
-        reused, prefix = stash.longest_prefix(ids) if self.stash_bytes else (0, None)
+    def _prefill(self, jobs: list[Job], stash: KVStash, sampler, pending) -> "_Batch":
+        """Run the jobs' prompts in one left-padded forward, each only past its longest stashed prefix,
+        and sample every first token. Row i's columns: [padding | its prefix | padding | its tail]."""
         device = self.model.device
-        cache = DynamicCache(prefix) if prefix is not None else DynamicCache(config=self.model.config)
+        found = [stash.longest_prefix(job.prompt_ids) if self.stash_bytes else (0, None) for job in jobs]
+        past = max(r for r, _ in found)
+        width = max(len(job.prompt_ids) - r for job, (r, _) in zip(jobs, found))
+        ids = torch.zeros(len(jobs), width, dtype=torch.long)
+        positions = torch.zeros(len(jobs), width, dtype=torch.long)
+        mask = torch.zeros(len(jobs), past + width, dtype=torch.long)
+        for i, (job, (r, _)) in enumerate(zip(jobs, found)):
+            q = len(job.prompt_ids) - r
+            ids[i, width - q :] = torch.tensor(job.prompt_ids[r:])
+            positions[i, width - q :] = torch.arange(r, r + q)
+            mask[i, past - r : past] = 1
+            mask[i, past + width - q :] = 1
+        if past:
+            shaped = next(prefix for _, prefix in found if prefix is not None)
+            layers = []
+            for layer, (k0, v0) in enumerate(shaped):
+                keys = k0.new_zeros(len(jobs), k0.shape[1], past, k0.shape[3])
+                values = v0.new_zeros(len(jobs), v0.shape[1], past, v0.shape[3])
+                for i, (r, prefix) in enumerate(found):
+                    if r:
+                        keys[i, :, past - r :] = prefix[layer][0][0]
+                        values[i, :, past - r :] = prefix[layer][1][0]
+                layers.append((keys, values))
+            cache = DynamicCache(layers)
+        else:
+            cache = DynamicCache(config=self.model.config)
         start = time.perf_counter()
-        out = self.model(
-            input_ids=torch.tensor([ids[reused:]], device=device),
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
-            position_ids=torch.arange(reused, len(ids), device=device)[None],
-            **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1,
-        )
+        out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                         **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1)
         seconds = time.perf_counter() - start
+        tails = [len(job.prompt_ids) - r for job, (r, _) in zip(jobs, found)]
         self.stats.forward_s += seconds
-        self.stats.prefill_tokens += len(ids) - reused
-        self.stats.reused_tokens += reused
-        row_cache: RowCache = tuple((layer.keys, layer.values) for layer in cache.layers)
-        pending[id(job)] = _Pending([None] * len(job.seeds), seconds, reused, len(job.seeds))
-        logits = out.logits[:, -1].expand(len(job.seeds), -1)
-        generators = [sampler.generator(seed, device) for seed in job.seeds]
+        self.stats.prefill_tokens += sum(tails)
+        self.stats.reused_tokens += sum(r for r, _ in found)
+        # One row per sample; a job's samples share its prefill.
+        index = [i for i, job in enumerate(jobs) for _ in job.seeds]
+        rows = []
+        logits = out.logits[index, -1]
+        generators = [sampler.generator(seed, device) for job in jobs for seed in job.seeds]
         first = sampler(logits, generators)
-        return [(_Row(job, s, [first[s]], len(ids), generators[s]), row_cache) for s in range(len(job.seeds))]
+        for (i, job), (r, _), tail in zip(enumerate(jobs), found, tails):
+            pending[id(job)] = _Pending([None] * len(job.seeds), seconds * tail / sum(tails), r, len(job.seeds))
+        for n, i in enumerate(index):
+            job = jobs[i]
+            rows.append(_Row(job, n - index.index(i), [first[n]], len(job.prompt_ids), generators[n]))
+        block = _Batch()
+        index_t = torch.tensor(index)
+        block.set(rows, [(layer.keys[index_t.to(layer.keys.device)], layer.values[index_t.to(layer.values.device)])
+                         for layer in cache.layers], mask[index_t])
+        return block
 
     def _decode(self, batch: "_Batch") -> torch.Tensor:
         device = self.model.device
@@ -197,7 +236,7 @@ class DecodeEngine:
 
 
 class _Batch:
-    """The running rows and their shared, left-padded cache."""
+    """The running rows and their shared cache; a row's columns may hold padding anywhere (masked)."""
 
     def __init__(self):
         self.rows: list[_Row] = []
@@ -208,29 +247,36 @@ class _Batch:
     def width(self) -> int:
         return self.mask.shape[1]
 
-    def add(self, row: _Row, cache: RowCache) -> None:
-        n = cache[0][0].shape[2]
-        if self.cache is None:
-            self.cache = DynamicCache()
-            self.cache.layers = [_GrowingLayer(k, v) for k, v in cache]
-            self.mask = torch.ones(1, n, dtype=torch.long)
-            self.rows = [row]
+    def set(self, rows: list[_Row], layers: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor) -> None:
+        self.rows = rows
+        self.cache = DynamicCache()
+        self.cache.layers = [_GrowingLayer(k, v) for k, v in layers]
+        self.mask = mask
+
+    def merge(self, other: "_Batch") -> None:
+        """Append another batch's rows, padding whichever is narrower on the left."""
+        if not other.rows:
             return
-        width = max(self.width, n)
-        grow = width - self.width
-        row_mask = torch.cat([torch.zeros(1, width - n, dtype=torch.long), torch.ones(1, n, dtype=torch.long)], dim=1)
-        self.mask = torch.cat([F.pad(self.mask, (grow, 0)), row_mask])
-        for layer, (k, v) in zip(self.cache.layers, cache):
-            layer.reset(torch.cat([_pad_left(layer.keys, grow), _pad_left(k, width - n)]),
-                        torch.cat([_pad_left(layer.values, grow), _pad_left(v, width - n)]))
-        self.rows.append(row)
+        if not self.rows:
+            self.set(other.rows, [(layer.keys, layer.values) for layer in other.cache.layers], other.mask)
+            return
+        width = max(self.width, other.width)
+        grow, pad = width - self.width, width - other.width
+        self.mask = torch.cat([F.pad(self.mask, (grow, 0)), F.pad(other.mask, (pad, 0))])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.reset(torch.cat([_pad_left(mine.keys, grow), _pad_left(theirs.keys, pad)]),
+                       torch.cat([_pad_left(mine.values, grow), _pad_left(theirs.values, pad)]))
+        self.rows = self.rows + other.rows
 
     def row_cache(self, i: int) -> RowCache:
-        n = self.rows[i].length
-        return tuple((layer.keys[i : i + 1, :, -n:].clone(), layer.values[i : i + 1, :, -n:].clone())
-                     for layer in self.cache.layers)
+        """Row i's keys and values at its own columns only (its padding left out)."""
+        columns = self.mask[i].nonzero().squeeze(1)
+        return tuple((layer.keys[i : i + 1, :, columns.to(layer.keys.device)],
+                      layer.values[i : i + 1, :, columns.to(layer.values.device)]) for layer in self.cache.layers)
 
     def drop(self, indices: list[int]) -> None:
+        if not indices:
+            return
         gone = set(indices)
         keep = [i for i in range(len(self.rows)) if i not in gone]
         self.rows = [self.rows[i] for i in keep]
