@@ -16,9 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,embedded,lm-eval]'
 	touch $@
 
-# The main job: the embedded model corrects itself on 20 GSM8K test problems (2 turns, greedy).
+# The main job: `base` against `self-refine` with the embedded model on 20 GSM8K test problems (2 turns,
+# greedy): the comparison table and its plot are written under results/compare/.
 demo: install
-	$(VENV)/bin/harness eval --task gsm8k --model embedded --limit 20 --turns 2
+	$(VENV)/bin/harness compare --task gsm8k --methods base,self-refine --model embedded --limit 20 --turns 2
 
 test: install
 	$(PY) -m pytest -q

@@ -129,11 +129,11 @@ def eval_progress(bar: Progress, description: str) -> Callable[..., None]:
 ROLLOUT_SPLIT = typer.Option("test", help="Which split to evaluate.")
 ROLLOUT_LIMIT = typer.Option(None, help="Only the first N problems (default: all).")
 ROLLOUT_TURNS = typer.Option(2, help="Attempts per problem (K >= 2).")
-ROLLOUT_BATCH_SIZE = typer.Option(8, help="Prompts per generate() call.")
+ROLLOUT_BATCH_SIZE = typer.Option(0, help="Rows decoded at once (0: as many as free memory allows).")
 ROLLOUT_MAX_NEW_TOKENS = typer.Option(512, help="Cap on each attempt's length.")
 ROLLOUT_TEMPERATURE = typer.Option(0.0, help="0 = greedy.")
 ROLLOUT_TOP_P = typer.Option(1.0, help="Nucleus sampling mass.")
-ROLLOUT_DTYPE = typer.Option("auto", help="auto (bf16 on GPU, float32 on CPU), float32, bfloat16, float16.")
+ROLLOUT_DTYPE = typer.Option("auto", help="auto (bf16 on GPUs with bf16, float32 on CPU: see README), float32, bfloat16, float16.")
 ROLLOUT_DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps.")
 
 

@@ -32,7 +32,7 @@ class RolloutSettings:
     limit: int | None = setting(None, ge=1)
     turns: int = setting(2, ge=2)  # self-correction needs a second attempt
     seed: int = setting(0, ge=0, lt=2**32)
-    batch_size: int = setting(8, ge=1)
+    batch_size: int = setting(0, ge=0)  # rows decoded at once; 0: as many as memory allows
     max_new_tokens: int = setting(512, ge=1)
     temperature: float = setting(0.0, ge=0)  # 0: greedy
     top_p: float = setting(1.0, gt=0, le=1)
@@ -102,7 +102,7 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
     """Run (or resume) an evaluation; `progress(done=, total=, tokens=, acc=)` is called as it goes."""
     from harness.grading import GradingPool
     from harness.models import load_model
-    from harness.rollout import HFGenerator, SamplingParams, run_episodes
+    from harness.rollout import EngineGenerator, SamplingParams, run_episodes
 
     # Every input is checked (settings, data, stored run, model) before anything is written.
     config.validate()  # a checkpoint folder without a checkpoint fails here, before any work
@@ -134,7 +134,7 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
             {"spec": config.model, "id": loaded.model_id, "weights_sha256": loaded.weights_sha256,
              "dtype": loaded.dtype, "device": loaded.device},
             local_data_files(config.data_dir, task.data_files(config.split))))
-        generator = HFGenerator(loaded.model, loaded.tokenizer, config.batch_size)
+        generator = EngineGenerator(loaded.model, loaded.tokenizer, config.batch_size or None)
         params = SamplingParams(config.temperature, config.top_p, config.max_new_tokens, 1, config.seed)
         tokens = [0]
 
@@ -143,8 +143,10 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
             report(done=len(done), total=len(items), tokens=tokens[0], samples=done)
 
         with GradingPool() as pool:
-            for start in range(0, len(todo), config.batch_size):
-                chunk = todo[start : start + config.batch_size]
+            # Chunks of two batches: freed rows refill within a chunk; each chunk is stored when done.
+            size = 2 * generator.batch_size
+            for start in range(0, len(todo), size):
+                chunk = todo[start : start + size]
                 episodes = run_episodes(task, method, chunk, generator, params, config.turns, pool, count)
                 records = [e.to_record() for e in episodes]
                 store.append(records)

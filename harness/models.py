@@ -218,13 +218,52 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX (Linux reports them in /proc/cpuinfo; torch's capability names AMX too)."""
+    import torch
+
+    try:
+        if "AMX" in torch.backends.cpu.get_cpu_capability():
+            return True
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+# `auto` picks bf16 on a CPU with native bf16 only once the paired fp32-vs-bf16 accuracy check
+# (benchmarks/dtype_agreement.py, README "Models and dtype") has been run on such a CPU: not yet.
+BF16_AUTO_ON_CPU = False
+
+
+def native_bf16(device: str) -> bool:
+    """Whether the device computes in bf16 natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device == "cpu" and cpu_has_native_bf16()
+
+
+def auto_bf16(device: str) -> bool:
+    """What dtype `auto` means: bf16 where native (on CPUs only once BF16_AUTO_ON_CPU is set)."""
+    return native_bf16(device) and (device.startswith("cuda") or BF16_AUTO_ON_CPU)
+
+
 def pick_dtype(dtype: str, device: str):
     import torch
 
     if dtype == "auto":
-        # bf16 where the hardware has it (GPUs); float32 on CPU, where bf16 generation is slower here.
-        use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if use_bf16 else torch.float32
+        # bf16 where the hardware computes in it natively; float32 where bf16 is emulated (40x slower
+        # than float32 on an AVX2-only CPU here).
+        return torch.bfloat16 if auto_bf16(device) else torch.float32
     try:
         return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
                 "float16": torch.float16, "fp16": torch.float16}[dtype]

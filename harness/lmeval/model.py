@@ -12,6 +12,12 @@ attempt). Without it, the prompt is plain text and so is the continuation:
 
 Model args besides HFLM's: `turns` (K, default 2), `instruction` (the text between attempts) and
 `attempts_file` (a JSONL file that gets one line per request: its prompts and all its attempts).
+
+Greedy requests of a causal model run through the harness's decode engine (harness.rollout.engine),
+all K attempts in one stream: continuous batching, stop strings checked per row as lm-eval does, and
+attempt k+1 prefills only what its prompt adds to attempt k's. Rows: `batch_size` when above 1, else
+as many as free memory allows. Sampled requests (do_sample) keep HFLM's own `generate`, so the
+checkpoint's sampling defaults apply exactly as under `--model hf`.
 """
 
 from __future__ import annotations
@@ -87,12 +93,16 @@ class SelfCorrectLM(HFLM):
         prompts = list(contexts)
         outer_hook, self.cache_hook = self.cache_hook, CacheHook(None)  # cache final answers only
         try:
-            for turn in range(self.turns):
-                batch = [_Request(p, copy.deepcopy(g)) for p, g in zip(prompts, gen_kwargs)]
+            greedy = [i for i, g in enumerate(gen_kwargs) if self._engine_can_run(g)]
+            if greedy:
+                self._engine_turns([records[i] for i in greedy], [gen_kwargs[i] for i in greedy])
+            rest = [i for i in range(len(records)) if i not in set(greedy)]
+            for turn in range(self.turns if rest else 0):
+                batch = [_Request(prompts[i], copy.deepcopy(gen_kwargs[i])) for i in rest]
                 outputs = super().generate_until(batch, disable_tqdm=disable_tqdm)
-                for record, prompt, output in zip(records, prompts, outputs):
-                    record["prompts"].append(prompt)
-                    record["attempts"].append(output)
+                for i, output in zip(rest, outputs):
+                    records[i]["prompts"].append(prompts[i])
+                    records[i]["attempts"].append(output)
                 if turn + 1 < self.turns:
                     prompts = [self.next_prompt(r["context"], r["attempts"]) for r in records]
         finally:
@@ -106,3 +116,59 @@ class SelfCorrectLM(HFLM):
                 for record in records:
                     fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         return [record["attempts"][-1] for record in records]
+
+    # ---- the decode engine ---------------------------------------------------------------------
+    def _engine_can_run(self, gen_kwargs: dict[str, Any]) -> bool:
+        from lm_eval.models.utils import normalize_gen_kwargs
+
+        kwargs = normalize_gen_kwargs(copy.deepcopy(gen_kwargs), self.max_gen_toks)
+        return self.backend == "causal" and self.think_end_token is None and not kwargs.get("do_sample")
+
+    def _engine_turns(self, records: list[dict[str, Any]], gen_kwargs: list[dict[str, Any]]) -> None:
+        """All K greedy attempts of these requests in one engine stream; fills each record's prompts
+        and attempts exactly as the HFLM path does."""
+        from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+
+        from harness.rollout import EngineGenerator, SamplingParams
+        from harness.rollout.engine import Job
+
+        if getattr(self, "_engine", None) is None:
+            rows = self.batch_size if isinstance(self.batch_size, int) and self.batch_size > 1 else None
+            self._engine = EngineGenerator(self.model, self.tokenizer, rows)
+        eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
+        groups: dict[str, list[int]] = {}
+        for i, g in enumerate(gen_kwargs):  # one engine run per distinct set of generation settings
+            groups.setdefault(json.dumps(g, sort_keys=True, default=str), []).append(i)
+        for indices in groups.values():
+            kwargs = normalize_gen_kwargs(copy.deepcopy(gen_kwargs[indices[0]]), self.max_gen_toks)
+            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+            max_gen = kwargs.pop("max_gen_toks")
+            stop = _StopStrings(self.tokenizer, until)
+
+            def job(i: int) -> Job:
+                record = records[i]
+                prompt = record["context"] if not record["attempts"] else self.next_prompt(record["context"], record["attempts"])
+                record["prompts"].append(prompt)
+                return Job(i, self.tok_encode(prompt, left_truncate_len=self.max_length - max_gen), [0], stop)
+
+            def done(i: int, completions, seconds: float) -> list[Job]:
+                text = self.tok_decode(list(completions[0].token_ids))
+                records[i]["attempts"].append(postprocess_generated_text(generation=text, stop=until, think_end_token=None))
+                return [job(i)] if len(records[i]["attempts"]) < self.turns else []
+
+            self._engine.stream([job(i) for i in indices], SamplingParams(0.0, 1.0, max_gen), done)
+
+
+class _StopStrings:
+    """True once the decoded tail of a row holds a stop string (lm-eval's MultiTokenEOSCriteria test)."""
+
+    def __init__(self, tokenizer: Any, stops: list[str]):
+        self.tokenizer = tokenizer
+        self.stops = [s for s in stops if s]
+        self.window = max((len(tokenizer.encode(s, add_special_tokens=False)) for s in self.stops), default=0) + 2
+
+    def __call__(self, tokens: list[int]) -> bool:
+        if not self.stops:
+            return False
+        tail = self.tokenizer.decode(tokens[-self.window:])
+        return any(s in tail for s in self.stops)

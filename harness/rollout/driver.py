@@ -1,5 +1,9 @@
-"""The K-attempt driver: ask the method for each next request, generate all of them in one batched
-round, grade the attempts, repeat until every episode holds K attempts."""
+"""The K-attempt driver: ask the method for each episode's next request, generate, grade the attempts,
+repeat until every episode holds K attempts.
+
+With a streaming generator (the decode engine) an episode's next request joins the running batch as
+soon as its previous step is graded; with any other `Generator` all pending requests of a round go out
+in one batched call."""
 
 from __future__ import annotations
 
@@ -39,6 +43,8 @@ def run_episodes(
                     _carry(episode, turns)
                 else:
                     pending[i] = request
+    if getattr(generator, "stream", None) is not None:
+        return _stream(task, method, episodes, pending, generator, params, turns, pool, on_tokens)
     round_index = 0
     while pending:
         order = list(pending)
@@ -73,6 +79,48 @@ def run_episodes(
     return episodes
 
 
+def _stream(task, method, episodes, pending, generator, params, turns, pool, on_tokens) -> list[Episode]:
+    """Each episode runs its own chain of requests through the engine; they never wait for each other."""
+    from harness.rollout.engine import Job
+    from harness.rollout.generator import request_seed
+
+    # Seeds name the problem, its copy among repeats in this call and the step: reruns sample the same
+    # text whatever the batch size or the order requests finish in.
+    copies: dict[str, int] = {}
+    occurrence = []
+    for episode in episodes:
+        occurrence.append(copies.get(episode.item.id, 0))
+        copies[episode.item.id] = occurrence[-1] + 1
+    requests: dict[int, Request] = dict(pending)
+
+    def job(i: int) -> Job:
+        episode, request = episodes[i], requests[i]
+        ids = _continuation(generator, episode, request) or generator.encode(request.messages)
+        return Job(i, ids, [request_seed(params.seed, episode.item.id, occurrence[i], len(episode.steps))])
+
+    def done(i: int, completions, seconds: float) -> list[Job]:
+        (completion,) = completions
+        request, episode = requests.pop(i), episodes[i]
+        episode.steps.append(Step(request.kind, request.messages, completion.text, completion.prompt_tokens,
+                                  completion.completion_tokens, completion.finished, seconds,
+                                  prompt_ids=completion.prompt_ids, token_ids=completion.token_ids))
+        if request.kind == "attempt":
+            (episode.steps[-1].grade,) = pool.grade(task, [episode.item], [completion.text])
+        if on_tokens is not None:
+            on_tokens(completion.completion_tokens)
+        if len(episode.attempts) >= turns:
+            return []
+        nxt = method.next_request(task, episode.item, episode)
+        if nxt is None:
+            _carry(episode, turns)
+            return []
+        requests[i] = nxt
+        return [job(i)]
+
+    generator.stream([job(i) for i in pending], replace(params, n=1), done)
+    return episodes
+
+
 def _carry(episode: Episode, turns: int) -> None:
     """The method is satisfied: its last attempt stands for the remaining turns."""
     last = episode.attempts[-1]
@@ -81,8 +129,10 @@ def _carry(episode: Episode, turns: int) -> None:
 
 
 def _continuation(generator: Generator, episode: Episode, request: Request) -> list[int] | None:
-    """Continue the previous step's exact token stream when the request extends its conversation."""
-    if not episode.steps:
-        return None
-    last = episode.steps[-1]
-    return generator.continuation(last.messages, last.completion(), request.messages)
+    """Continue the exact token stream of the latest step whose conversation the request extends (the
+    previous step; for Self-Refine's refinement, the attempt before the feedback)."""
+    for step in reversed(episode.steps):
+        n = len(step.messages)
+        if request.messages[:n] == step.messages and len(request.messages) > n:
+            return generator.continuation(step.messages, step.completion(), request.messages)
+    return None

@@ -147,3 +147,65 @@ class HFGenerator:
         text = self.tokenizer.decode(kept, skip_special_tokens=True)
         return Completion(text, len(prompt), len(kept) + (1 if end is not None else 0), end is not None, tuple(kept),
                           tuple(prompt))
+
+
+def request_seed(*parts: object) -> int:
+    """A 63-bit seed from the parts that identify one request (run seed, problem, sample, step): stable
+    across processes and independent of which requests share a batch."""
+    import hashlib
+
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class EngineGenerator(HFGenerator):
+    """The fast path (harness.rollout.engine): continuous batching, no decoding of finished rows, and
+    prompts that extend an earlier stream of the same call prefill only their new tail.
+
+    `batch_size` None: as many rows as memory allows (see `auto_batch_size`)."""
+
+    def __init__(self, model, tokenizer, batch_size: int | None = None, stash_bytes: int | None = None):
+        from harness.rollout.memory import auto_batch_size, stash_budget
+
+        super().__init__(model, tokenizer, batch_size or auto_batch_size(model))
+        self.stash_bytes = stash_budget(model) if stash_bytes is None else stash_bytes
+        self.last_stats = None
+
+    def stream(self, jobs, params: SamplingParams, on_done: Callable | None = None):
+        """Run engine `Job`s; `on_done(key, completions, seconds)` may return follow-up jobs."""
+        from harness.rollout.engine import DecodeEngine
+
+        engine = DecodeEngine(self.model, self.eos_ids(), self.batch_size, self.stash_bytes)
+        eos_ids = self.eos_ids()
+
+        def done(result):
+            completions = [self._completion(t, result.job.prompt_ids, eos_ids) for t in result.tokens]
+            return on_done(result.job.key, completions, result.seconds) if on_done is not None else []
+
+        results = engine.run(jobs, params.temperature, params.top_p, params.max_new_tokens, done)
+        self.last_stats = engine.stats
+        return results
+
+    def generate(
+        self,
+        chats: Sequence[list[Message]],
+        params: SamplingParams,
+        on_tokens: Callable[[int], None] | None = None,
+        prompt_ids: Sequence[list[int] | None] | None = None,
+    ) -> list[list[Completion]]:
+        from harness.rollout.engine import Job
+
+        given = prompt_ids or [None] * len(chats)
+        jobs = [Job(i, list(ids) if ids is not None else self.encode(chat),
+                    [request_seed(params.seed, i, k) for k in range(params.n)])
+                for i, (chat, ids) in enumerate(zip(chats, given))]
+        results: list[list[Completion] | None] = [None] * len(chats)
+
+        def done(i, completions, seconds):
+            results[i] = completions
+            if on_tokens is not None:
+                on_tokens(sum(c.completion_tokens for c in completions))
+            return []
+
+        self.stream(jobs, params, done)
+        return results  # type: ignore[return-value]

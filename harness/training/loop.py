@@ -18,7 +18,7 @@ import torch
 
 from harness.errors import HarnessError, Interrupted, warn
 from harness.method import Method, get_method
-from harness.rollout import HFGenerator, SamplingParams, run_episodes
+from harness.rollout import EngineGenerator, SamplingParams, run_episodes
 from harness.rollout.episode import Episode
 from harness.task import Item, Task, get_task
 from harness.training import checkpoint as ckpt
@@ -57,13 +57,14 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        from harness.models import load_model, pick_device
+        from harness.models import auto_bf16, load_model, pick_device
 
         self.config = config
         self.run_dir = run_dir
         set_seed(config.seed)  # python, numpy and torch: anything not seeded explicitly still repeats
         device = pick_device(config.device)
-        bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        # dtype auto: float32 master weights and optimizer state, bf16 autocast where the device has it.
+        bf16 = config.dtype == "auto" and auto_bf16(device)
         self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if bf16 else "no",
                                        log_with=config.report_to or None, project_dir=str(run_dir))
         self.task: Task = get_task(config.task)
@@ -81,7 +82,7 @@ class Trainer:
         # fine-tuning needs a frozen copy (memory: one more model).
         self.reference = None if config.lora.enabled else copy.deepcopy(loaded.model).eval().requires_grad_(False)
         self.policy = attach_lora(loaded.model, config.lora, config.seed)
-        self.generator = HFGenerator(self.policy, self.tokenizer, config.batch_size)
+        self.generator = EngineGenerator(self.policy, self.tokenizer, config.batch_size)
         self.eos_ids = self.generator.eos_ids()
         self.pool = None  # the grading pool, set by train()
         self._sample_calls = (-1, 0)  # (step, calls in it): each sampling call of a step gets its own seed
