@@ -55,6 +55,11 @@ class HFGenerator:
         ids = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False)
         return list(ids["input_ids"] if isinstance(ids, dict) else ids)
 
+    def encode_all(self, chats: Sequence[list[Message]], prompt_ids: Sequence[list[int] | None] | None) -> list[list[int]]:
+        """Each chat's prompt ids: the given token stream (a continuation) where there is one, else the template's."""
+        given = prompt_ids or [None] * len(chats)
+        return [list(ids) if ids is not None else self.encode(chat) for chat, ids in zip(chats, given)]
+
     def render(self, chat: list[Message]) -> str:
         return self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
 
@@ -88,8 +93,7 @@ class HFGenerator:
     ) -> list[list[Completion]]:
         import torch
 
-        given = prompt_ids or [None] * len(chats)
-        encoded = [list(ids) if ids is not None else self.encode(chat) for chat, ids in zip(chats, given)]
+        encoded = self.encode_all(chats, prompt_ids)
         order = sorted(range(len(chats)), key=lambda i: len(encoded[i]), reverse=True)
         results: list[list[Completion] | None] = [None] * len(chats)
         eos_ids = self.eos_ids()
@@ -195,10 +199,8 @@ class EngineGenerator(HFGenerator):
     ) -> list[list[Completion]]:
         from harness.rollout.engine import Job
 
-        given = prompt_ids or [None] * len(chats)
-        jobs = [Job(i, list(ids) if ids is not None else self.encode(chat),
-                    [request_seed(params.seed, i, k) for k in range(params.n)])
-                for i, (chat, ids) in enumerate(zip(chats, given))]
+        jobs = [Job(i, ids, [request_seed(params.seed, i, k) for k in range(params.n)])
+                for i, ids in enumerate(self.encode_all(chats, prompt_ids))]
         results: list[list[Completion] | None] = [None] * len(chats)
 
         def done(i, completions, seconds):
