@@ -15,3 +15,12 @@ def data_dir() -> Path:
     if not (path / "gsm8k" / "test.jsonl").is_file():
         pytest.fail(f"offline data not found at {path}; set HARNESS_DATA_DIR")
     return path
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """One grading worker shared by a test module's rollouts."""
+    from harness.grading import GradingPool
+
+    with GradingPool(workers=1) as p:
+        yield p

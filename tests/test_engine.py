@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.grading import GradingPool
 from harness.method import get_method
 from harness.models import load_model
 from harness.rollout import EngineGenerator, HFGenerator, SamplingParams, run_episodes
@@ -29,12 +28,6 @@ def tiny(request):
             if p.dim() >= 2:
                 p.normal_(0, 0.3)
     return loaded
-
-
-@pytest.fixture(scope="module")
-def pool():
-    with GradingPool(workers=1) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from harness.grading import GradingPool
 from harness.method import Method, get_method
 from harness.models import load_model
 from harness.prompts import SCORE_CORRECTION, SCORE_SYSTEM
@@ -15,12 +14,6 @@ from harness.task import get_task
 @pytest.fixture(scope="module")
 def tiny():
     return load_model("tiny-random")
-
-
-@pytest.fixture(scope="module")
-def pool():
-    with GradingPool(workers=1) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")
