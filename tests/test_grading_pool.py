@@ -54,7 +54,21 @@ def test_a_timed_out_worker_is_replaced_and_the_batch_completes(pool):
     items = [Item(str(i), "", "3") for i in range(6)]
     responses = [r"\boxed{3}", BOMBS[2], r"\boxed{3}", BOMBS[3], r"\boxed{3}", r"\boxed{4}"]
     grades = pool.grade(task, items, responses)
-    assert [g.correct for g in grades] == [True, False, True, False, True, False]
+    assert [g.correct for g in grades] == [True, False, True, False, True, False], grades
+
+
+def test_a_new_task_object_is_loaded_even_where_an_old_one_lived(pool):
+    """Tasks are fresh objects per get_task call; one freed object's id() can come back as the next's.
+    The pool must still load the new task, or the countdown grader would mark MATH answers."""
+    countdown_item, math_item = Item("c", "", "6", {"numbers": [1, 2, 3], "target": 6}), Item("m", "", "3")
+    for _ in range(5):
+        task = get_task("countdown")
+        (countdown,) = pool.grade(task, [countdown_item], ["1+2+3"])
+        del task  # freed here, so the next get_task may be given the same address
+        task = get_task("math")
+        (math,) = pool.grade(task, [math_item], [r"\boxed{3}"])
+        del task
+        assert (countdown.correct, math.correct) == (True, True), (countdown, math)
 
 
 def test_progress_callback_counts_every_item():

@@ -41,15 +41,15 @@ class _Worker:
         self.conn = Connection(os.dup(self.process.stdout.fileno()), writable=False)
         self.process.stdin.close()
         self.process.stdout.close()
-        self.task_key: int | None = None
+        self.task: Task | None = None  # the object itself: an id() could be reused by a later task
         self.job: int | None = None
         self.deadline = time.monotonic() + STARTUP_TIMEOUT_S  # until ready: the start-up deadline
         self.ready = False
 
-    def load(self, task: Task, key: int) -> None:
+    def load(self, task: Task) -> None:
         """Send a task; the worker is ready again once it has loaded it (its import time is no job's)."""
         self.send(("task", task))
-        self.task_key, self.ready, self.deadline = key, False, time.monotonic() + STARTUP_TIMEOUT_S
+        self.task, self.ready, self.deadline = task, False, time.monotonic() + STARTUP_TIMEOUT_S
 
     def take_ready(self, task: Task) -> None:
         """Read a start-up or task-loaded message if one came, or fail on a worker that never got ready."""
@@ -109,11 +109,10 @@ class GradingPool:
             self._workers.append(_Worker())  # all start in parallel; each takes jobs once it is ready
         results: list[Grade | None] = [None] * len(items)
         pending = deque(range(len(items)))
-        task_key = id(task)
 
         def dispatch(worker: _Worker) -> None:
-            if worker.task_key != task_key:
-                worker.load(task, task_key)
+            if worker.task is not task:
+                worker.load(task)
                 return
             index = pending.popleft()
             worker.send(("job", index, items[index], responses[index]))
