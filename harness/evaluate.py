@@ -142,16 +142,15 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
             tokens[0] += n
             report(done=len(done), total=len(items), tokens=tokens[0], samples=done)
 
+        def store_episode(episode) -> None:  # each episode is stored as it completes: a kill loses little
+            record = episode.to_record()
+            store.append([record])
+            done.append(record)
+            report(done=len(done), total=len(items), tokens=tokens[0], samples=done)
+
         with GradingPool() as pool:
-            # Chunks of two batches: freed rows refill within a chunk; each chunk is stored when done.
-            size = 2 * generator.batch_size
-            for start in range(0, len(todo), size):
-                chunk = todo[start : start + size]
-                episodes = run_episodes(task, method, chunk, generator, params, config.turns, pool, count)
-                records = [e.to_record() for e in episodes]
-                store.append(records)
-                done.extend(records)
-                report(done=len(done), total=len(items), tokens=tokens[0], samples=done)
+            run_episodes(task, method, todo, generator, params, config.turns, pool, count, on_episode=store_episode)
+        store.order_samples([item.id for item in items])
     position = {item.id: i for i, item in enumerate(items)}
     done.sort(key=lambda s: position[s["id"]])  # the bootstrap depends on row order: keep the problems' order
     overall, scored = score_samples(done, config.turns)

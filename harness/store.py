@@ -175,5 +175,14 @@ class RunStore:
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         append_jsonl(self.samples_path, records)
 
+    def order_samples(self, ids: list[str]) -> None:
+        """Rewrite samples.jsonl (atomically) with `ids` first in that order, the others after as they were:
+        episodes are appended as they finish, but readers expect the problems' order."""
+        stored = self.load_samples()
+        rank = {i: n for n, i in enumerate(ids)}
+        order = sorted(stored, key=lambda i: rank.get(i, len(rank)))  # stable: the rest keep file order
+        if order != list(stored):
+            atomic_write_jsonl(self.samples_path, [stored[i] for i in order])
+
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         atomic_write_json(self.root / "metrics.json", metrics)

@@ -28,9 +28,12 @@ def run_episodes(
     pool: GradingPool,
     on_tokens: Callable[[int], None] | None = None,
     episodes: list[Episode] | None = None,
+    on_episode: Callable[[Episode], None] | None = None,
 ) -> list[Episode]:
     """Episodes of `turns` attempts for `items`; or, given `episodes` (items then ignored), continue those
-    from their last step (e.g. G reflections on one failed first attempt, each in its own copy)."""
+    from their last step (e.g. G reflections on one failed first attempt, each in its own copy).
+    `on_episode(episode)` is called as each episode completes (an evaluation stores it there, so a
+    killed run loses at most the episodes under way)."""
     if episodes is None:
         episodes = [Episode(item) for item in items]
         pending: dict[int, Request] = {i: method.first_request(task, item) for i, item in enumerate(items)}
@@ -43,8 +46,12 @@ def run_episodes(
                     _carry(episode, turns)
                 else:
                     pending[i] = request
+    finished = on_episode or (lambda _: None)
+    for i, episode in enumerate(episodes):
+        if i not in pending:
+            finished(episode)  # already complete when given
     if getattr(generator, "stream", None) is not None:
-        return _stream(task, method, episodes, pending, generator, params, turns, pool, on_tokens)
+        return _stream(task, method, episodes, pending, generator, params, turns, pool, on_tokens, finished)
     round_index = 0
     while pending:
         order = list(pending)
@@ -69,17 +76,16 @@ def run_episodes(
         pending = {}
         for i in order:
             episode = episodes[i]
-            if len(episode.attempts) >= turns:
-                continue
-            request = method.next_request(task, episode.item, episode)
-            if request is None:
-                _carry(episode, turns)
-            else:
+            request = method.next_request(task, episode.item, episode) if len(episode.attempts) < turns else None
+            if request is not None:
                 pending[i] = request
+                continue
+            _carry(episode, turns)
+            finished(episode)
     return episodes
 
 
-def _stream(task, method, episodes, pending, generator, params, turns, pool, on_tokens) -> list[Episode]:
+def _stream(task, method, episodes, pending, generator, params, turns, pool, on_tokens, finished) -> list[Episode]:
     """Each episode runs its own chain of requests through the engine; they never wait for each other."""
     from harness.rollout.engine import Job
     from harness.rollout.generator import request_seed
@@ -108,11 +114,10 @@ def _stream(task, method, episodes, pending, generator, params, turns, pool, on_
             (episode.steps[-1].grade,) = pool.grade(task, [episode.item], [completion.text])
         if on_tokens is not None:
             on_tokens(completion.completion_tokens)
-        if len(episode.attempts) >= turns:
-            return []
-        nxt = method.next_request(task, episode.item, episode)
+        nxt = method.next_request(task, episode.item, episode) if len(episode.attempts) < turns else None
         if nxt is None:
             _carry(episode, turns)
+            finished(episode)
             return []
         requests[i] = nxt
         return [job(i)]
@@ -122,7 +127,7 @@ def _stream(task, method, episodes, pending, generator, params, turns, pool, on_
 
 
 def _carry(episode: Episode, turns: int) -> None:
-    """The method is satisfied: its last attempt stands for the remaining turns."""
+    """The method is satisfied: its last attempt stands for the remaining turns (if any remain)."""
     last = episode.attempts[-1]
     while len(episode.attempts) < turns:
         episode.steps.append(replace(last, prompt_tokens=0, completion_tokens=0, seconds=0.0, carried=True))
