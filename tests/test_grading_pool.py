@@ -71,6 +71,20 @@ def test_a_new_task_object_is_loaded_even_where_an_old_one_lived(pool):
         assert (countdown.correct, math.correct) == (True, True), (countdown, math)
 
 
+def test_ctrl_c_in_the_terminal_does_not_kill_the_workers():
+    """SIGINT goes to the whole foreground process group; the parent stops (and checkpoints) on its own."""
+    import signal
+
+    task = get_task("gsm8k")
+    with GradingPool(workers=2) as pool:
+        pool.grade(task, [Item("a", "", "1")], ["#### 1"])  # workers started and ready
+        for worker in pool._workers:
+            worker.process.send_signal(signal.SIGINT)
+        grades = pool.grade(task, [Item(str(i), "", str(i)) for i in range(4)], [f"#### {i}" for i in range(4)])
+        assert [g.correct for g in grades] == [True] * 4, grades
+        assert all(w.process.poll() is None for w in pool._workers)
+
+
 def test_progress_callback_counts_every_item():
     done = []
     task = get_task("gsm8k")

@@ -8,6 +8,7 @@ hold torch's threads mid-lock.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from multiprocessing.connection import Connection
@@ -52,6 +53,9 @@ def _warm_up(task) -> None:
 
 
 def main() -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides what stopping means
+    # (training checkpoints, then closes the pool); a worker killed mid-batch would grade it all wrong.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The channel keeps the original stdin/stdout; fd 1 then points at stderr so that a stray print
     # from any library cannot corrupt the message stream.
     conn_in, conn_out = os.dup(0), os.dup(1)
