@@ -203,7 +203,8 @@ def methods_command() -> None:
     for column in ("name", "kind", "paper", "trains", "default options (--set method_options.KEY=VALUE)"):
         table.add_column(column)
     for name, cls in METHODS.items():
-        options = asdict(cls.options_class()) if cls.options_class else {}
+        options_class = cls.objective.options_class if cls.objective else None
+        options = asdict(options_class()) if options_class else {}
         cells = (name, cls.kind, cls.paper, cls.trains, ", ".join(f"{k}={v}" for k, v in options.items()) or "-")
         table.add_row(*(escape(c) for c in cells))  # "[x, y1]" in a description is text, not rich markup
     console.print(table)

@@ -84,6 +84,7 @@ class TrainConfig:
         """Rules across fields and registries (each field's own rule is checked by `build`)."""
         from harness.method import METHODS
         from harness.task import get_task
+        from harness.training.objective import parse_options
 
         check_fields(self.lora, "lora")
         if self.problems_per_step % self.grad_accum:
@@ -92,12 +93,10 @@ class TrainConfig:
         if self.split not in task.splits:
             raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")
         method = METHODS.get(self.method)(**self.method_options)
-        if method.kind not in ("rl", "sft"):
+        if method.objective is None:
             raise HarnessError(f"method {self.method!r} is {method.kind}: it has nothing to train")
-        if method.options_class is not None:
-            method.parse_options()  # unknown or out-of-range method_options: one line, before any work
-        elif self.method_options:
-            raise HarnessError(f"method {self.method!r} takes no method_options")
+        # Unknown or out-of-range method_options: one line, before any work.
+        parse_options(method.objective.options_class, method.options, self.method)
 
 
 # Fields that say where things are, not what a run is.

@@ -44,12 +44,35 @@ def reference_mode(policy: torch.nn.Module):
     return policy.disable_adapter() if hasattr(policy, "disable_adapter") else nullcontext()
 
 
+def add_adapter(policy: torch.nn.Module, name: str, settings: LoraSettings) -> None:
+    """A second LoRA adapter `name` on the policy's target modules (e.g. a critic sharing its base)."""
+    from peft import LoraConfig
+
+    policy.add_adapter(name, LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                                        target_modules=list(policy.peft_config["default"].target_modules),
+                                        task_type="CAUSAL_LM"))
+
+
+def adapter_parameters(policy: torch.nn.Module, name: str) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in policy.named_parameters() if f".{name}." in n}
+
+
+def decoder(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformer body (hidden states, no LM head) of a causal LM, peft-wrapped or not."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder()
+
+
 @contextmanager
 def adapter(policy: torch.nn.Module, name: str) -> Iterator[None]:
-    """Run with another named LoRA adapter active (e.g. the critic's), then switch back."""
+    """Run with another named LoRA adapter active (e.g. the critic's), then switch back. peft's switch
+    also flips which adapter requires grad; the trainer decides that, so every flag is put back."""
+    flags = [(p, p.requires_grad) for p in policy.parameters()]
     previous = policy.active_adapter
     policy.base_model.set_adapter(name)
     try:
         yield
     finally:
         policy.base_model.set_adapter(previous)
+        for p, flag in flags:
+            p.requires_grad_(flag)
