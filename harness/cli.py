@@ -260,7 +260,7 @@ def eval_command(
                         dtype=dtype, device=device, data_dir=str(data_dir) if data_dir else None,
                         out=str(out) if out else None, checkpoint=str(checkpoint) if checkpoint else None)
     if checkpoint is not None and (checkpoint / "config.yaml").is_file():
-        from harness.training.checkpoint import read_run_config
+        from harness.store import read_run_config
 
         trained = read_run_config(checkpoint)
         config.model = trained.get("model", model)  # the trained policy's base model comes from the run

@@ -1,8 +1,11 @@
-"""Writing results safely: whole files are replaced atomically (write a temp file, fsync, rename),
-and a run's samples are appended whole lines at a time."""
+"""The run folder's owner. Writing results safely: whole files are replaced atomically (write a temp
+file, fsync, rename), and a run's samples are appended whole lines at a time. Reading them back: one
+reader of stored JSONL (samples, logs), of a run's samples, of a trained run's config.yaml, and the
+one hash that names a run folder."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -105,6 +108,60 @@ def check_output_file(path: str | os.PathLike) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise HarnessError(f"{path}: {parent} is not writable")
     return path
+
+
+def run_hash(identity: dict[str, Any]) -> str:
+    """The 8 hex digits in a run folder's name: sha256 of its identity settings (sorted JSON)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Whole lines only: a torn last line (a killed write, or one still being written by a running run)
+    is left out, saying so in one line; never modifies the file, which a running run may be appending to."""
+    if not path.is_file():
+        raise HarnessError(f"{path}: not found")
+    records = []
+    lines = path.read_bytes().split(b"\n")
+    if lines.pop():  # the part after the last newline is empty or torn
+        warn(f"{path}: left out a torn last line (a write was interrupted or is under way)")
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HarnessError(f"{path}:{lineno}: corrupt line ({getattr(exc, 'msg', 'not valid UTF-8')})") from None
+        if not isinstance(record, dict):
+            raise HarnessError(f"{path}:{lineno}: corrupt line (not a JSON object)")
+        records.append(record)
+    return records
+
+
+def read_samples(run_dir: Path, ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """A run's samples, in `ids` order when given (each must be stored), else in file order."""
+    found: dict[str, dict[str, Any]] = {}
+    for record in read_jsonl(run_dir / "samples.jsonl"):
+        found.setdefault(record["id"], record)
+    if ids is None:
+        return list(found.values())
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise HarnessError(f"{run_dir}: {len(missing)} of the compared problems are not stored (first: {missing[0]})")
+    return [found[i] for i in ids]
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A training run's config.yaml, which must name its method and model (one-line error otherwise)."""
+    from harness.config import read_yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise HarnessError(f"{run_dir}: not a training run (no config.yaml)")
+    config = read_yaml(path)
+    for key in ("method", "model"):
+        if not isinstance(config.get(key), str) or not config[key]:
+            raise HarnessError(f"{path}: names no {key}")
+    return config
 
 
 class RunStore:

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from harness.data import file_sha256
 from harness.errors import HarnessError, warn
-from harness.store import fsync_dir
+from harness.store import fsync_dir, read_run_config
 
 
 def flatten_state(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
@@ -184,20 +184,6 @@ def require_checkpoint(run_dir: Path) -> Path:
         damaged = " (all damaged)" if checkpoints(run_dir) else ""
         raise HarnessError(f"{run_dir}: no checkpoint found under checkpoints/{damaged}")
     return found
-
-
-def read_run_config(run_dir: Path) -> dict[str, Any]:
-    """A training run's config.yaml, which must name its method and model (one-line error otherwise)."""
-    from harness.config import read_yaml
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise HarnessError(f"{run_dir}: not a training run (no config.yaml)")
-    config = read_yaml(path)
-    for key in ("method", "model"):
-        if not isinstance(config.get(key), str) or not config[key]:
-            raise HarnessError(f"{path}: names no {key}")
-    return config
 
 
 def load_trained_policy(run_dir: Path, dtype: str = "auto", device: str = "auto"):

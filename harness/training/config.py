@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.config import DTYPES, build, check_device, check_fields, merge, parse_overrides, read_yaml, setting
 from harness.errors import HarnessError
+from harness.store import run_hash
 
 
 def _trackers() -> tuple[str, ...]:
@@ -76,7 +75,7 @@ class TrainConfig:
         if self.out:
             return Path(self.out)
         what = {k: v for k, v in asdict(self).items() if k not in LOCATION}  # the same run wherever data lives
-        digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        digest = run_hash(what)
         model = Path(self.model).name if "/" in self.model else self.model
         return Path(self.results_dir) / "runs" / f"train-{self.method}-{self.task}-{model}-{digest}"
 

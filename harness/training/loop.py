@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from harness.errors import HarnessError, Interrupted, warn
 from harness.method import Method, get_method
+from harness.metrics import statistics
 from harness.rollout import EngineGenerator, SamplingParams, run_episodes
 from harness.rollout.episode import Episode
 from harness.task import Item, Task, get_task
@@ -309,12 +311,11 @@ def _split_by_group(groups: list[int], parts: int) -> list[list[int]]:
 
 
 def step_metrics(episodes: list[Episode]) -> dict[str, float]:
+    """The step's rewards as the paper tables measure them (harness.metrics), and its generated tokens."""
     if not episodes:
         return {}
-    r = torch.tensor([e.correct for e in episodes], dtype=torch.float32)
-    r1, r2 = r[:, 0], r[:, 1]
-    return {"r1": float(r1.mean()), "r2": float(r2.mean()), "delta": float((r2 - r1).mean()),
-            "i_to_c": float(((r1 == 0) & (r2 == 1)).float().mean()), "c_to_i": float(((r1 == 1) & (r2 == 0)).float().mean()),
+    r1, r2, delta, i_to_c, c_to_i = statistics(np.array([e.correct[:2] for e in episodes], dtype=bool))
+    return {"r1": float(r1), "r2": float(r2), "delta": float(delta), "i_to_c": float(i_to_c), "c_to_i": float(c_to_i),
             "tokens": float(sum(s.completion_tokens for e in episodes for s in e.steps))}
 
 

@@ -22,7 +22,6 @@ from harness.rollout.episode import Episode, Step
 from harness.training.sequences import SequenceBatch, build_sequences
 
 if TYPE_CHECKING:
-    from harness.task import Item
     from harness.training.objective import TrainContext
 
 
