@@ -67,7 +67,7 @@ class CompareResult:
 def _trained_run(path: str, model: str) -> tuple[str, str]:
     """(method, base model) of a training-run folder, after checking it holds a checkpoint."""
     from harness.store import read_run_config
-    from harness.training.checkpoint import require_checkpoint
+    from harness.checkpoint import require_checkpoint
 
     run = Path(path)
     require_checkpoint(run)

@@ -70,7 +70,7 @@ class EvalConfig(RolloutSettings):
             raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")
         get_method(self.method)  # unknown method: one line
         if self.checkpoint:
-            from harness.training.checkpoint import require_checkpoint
+            from harness.checkpoint import require_checkpoint
 
             self.checkpoint_step = require_checkpoint(Path(self.checkpoint)).name
             read_run_config(Path(self.checkpoint))  # names its method and model
@@ -106,7 +106,7 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
     loaded = None
     if todo:
         if config.checkpoint:
-            from harness.training.checkpoint import load_trained_policy
+            from harness.models import load_trained_policy
 
             loaded = load_trained_policy(Path(config.checkpoint), config.dtype, config.device)
         else:

@@ -292,7 +292,7 @@ def test_train_resume_refuses_bad_runs(work):
 @pytest.mark.parametrize("command", ["eval", "compare"])
 def test_a_training_run_with_a_bad_config_is_refused(work, command, config):
     """--checkpoint / --checkpoints of a run whose config.yaml is damaged (its checkpoint is fine)."""
-    from harness.training.checkpoint import save_checkpoint
+    from harness.checkpoint import save_checkpoint
 
     run = work / "work" / "run"
     save_checkpoint(run / "checkpoints", 1, {"weights": {}}, {})

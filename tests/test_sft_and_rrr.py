@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 import toy_task  # noqa: F401  (registers the toy-digit task)
 from harness.grading import GradingPool
 from harness.prompts import SCORE_CORRECTION
-from harness.training.checkpoint import latest_checkpoint
+from harness.checkpoint import latest_checkpoint
 from harness.training.config import load_train_config
 from harness.training.loop import Trainer, train
 from harness.training.objective import RLBatch
@@ -171,7 +171,7 @@ def test_sft_on_own_good_traces_raises_the_reward(tmp_path, method):
     from harness.models import load_model
     from harness.rollout import HFGenerator, SamplingParams, run_episodes
     from harness.task import get_task
-    from harness.training.checkpoint import load_trained_policy
+    from harness.models import load_trained_policy
 
     options = {"method_options.iterations": 4} if method == "star" else {"method_options.samples": 16,
                                                                            "method_options.collect_problems": 32}

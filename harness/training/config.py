@@ -9,6 +9,7 @@ from typing import Any
 
 from harness.config import DTYPES, build, check_device, check_fields, merge, parse_overrides, read_yaml, setting
 from harness.errors import HarnessError
+from harness.lora import LoraSettings
 from harness.store import run_hash
 
 
@@ -21,20 +22,6 @@ def _installed_trackers(names: list[str]) -> str | None:
 
     missing = [n for n in names if importlib.util.find_spec(n) is None]
     return f"names {', '.join(missing)}, which is not installed (report_to=none turns logging off)" if missing else None
-
-
-DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-@dataclass
-class LoraSettings:
-    enabled: bool = True  # False = full fine-tuning
-    rank: int = setting(16, ge=1)
-    alpha: int = setting(32, gt=0)
-    dropout: float = setting(0.0, ge=0, lt=1)
-    # The default list is filtered to the modules a model has; a list given explicitly must all exist.
-    targets: list[str] = setting(factory=lambda: list(DEFAULT_TARGETS),
-                                 check=lambda t: None if t else "must name at least one module")
 
 
 @dataclass

@@ -29,7 +29,7 @@ from harness.metrics import statistics
 from harness.rollout import EngineGenerator, SamplingParams, run_episodes
 from harness.rollout.episode import Episode
 from harness.task import Item, Task, get_task
-from harness.training import checkpoint as ckpt
+from harness import checkpoint as ckpt
 from harness.training.config import TrainConfig
 from harness.training.objective import RLBatch, RLObjective, SFTObjective, TrainContext, TrainableModule
 from harness.training.policy import attach_lora, reference_mode

@@ -3,39 +3,12 @@ policy is the same model with its adapters disabled, so no second copy of the we
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
 import torch
 
-from harness.errors import HarnessError
-from harness.training.config import DEFAULT_TARGETS, LoraSettings
-
-
-def attach_lora(model: torch.nn.Module, settings: LoraSettings, seed: int) -> torch.nn.Module:
-    if not settings.enabled:
-        model.train()
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    # peft asks transformers 5 a deprecated question on every forward; the answer is right, the warning noise.
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
-
-    torch.manual_seed(seed)  # LoRA's A matrices are random: same seed, same start
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = [t for t in settings.targets if t in present]
-    # The default list covers several architectures and is filtered; targets named by the user must all exist.
-    missing = [t for t in settings.targets if t not in present]
-    if not targets or (missing and settings.targets != DEFAULT_TARGETS):
-        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-                         if isinstance(m, torch.nn.Linear) and "." in name})
-        raise HarnessError(f"lora.targets: {', '.join(missing)} not in this model; its linear layers: {', '.join(linear)}")
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=targets, task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, config)
-    peft_model.train()
-    return peft_model
+from harness.lora import LoraSettings, attach_lora  # noqa: F401 (attach_lora: the trainer and methods import it here)
 
 
 def reference_mode(policy: torch.nn.Module):

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from harness.data import file_sha256
 from harness.errors import HarnessError, warn
-from harness.store import fsync_dir, read_run_config
+from harness.store import fsync_dir
 
 
 def flatten_state(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
@@ -184,33 +184,3 @@ def require_checkpoint(run_dir: Path) -> Path:
         damaged = " (all damaged)" if checkpoints(run_dir) else ""
         raise HarnessError(f"{run_dir}: no checkpoint found under checkpoints/{damaged}")
     return found
-
-
-def load_trained_policy(run_dir: Path, dtype: str = "auto", device: str = "auto"):
-    """The trained policy of a run, as a LoadedModel: its base model with the last checkpoint's
-    weights (LoRA merged into the base, so generation runs at base-model speed)."""
-    from harness.config import build
-    from harness.models import load_model
-    from harness.training.config import LoraSettings
-    from harness.training.policy import attach_lora
-
-    folder = require_checkpoint(Path(run_dir))
-    config = read_run_config(Path(run_dir))
-    loaded = load_model(config["model"], dtype, device)
-    lora = build(LoraSettings, config.get("lora", {}), "lora")
-    model = attach_lora(loaded.model, lora, config.get("seed", 0))
-    weights = load_state(folder, "weights")
-    named = dict(model.named_parameters())
-    missing = sorted(set(weights) - set(named))
-    if missing:
-        raise HarnessError(f"{folder}: checkpoint weights do not fit the model ({missing[0]} ...)")
-    with torch.no_grad():
-        for name, value in weights.items():
-            named[name].copy_(value.to(named[name].dtype))
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.eval()
-    loaded.model = model
-    loaded.model_id = f"{loaded.model_id}+{Path(run_dir).name}/{folder.name}"
-    loaded.weights_sha256 = file_sha256(folder / "weights.safetensors")
-    return loaded
