@@ -84,8 +84,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+def trainable_state(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+    """Named parameters as CPU tensors for a checkpoint part."""
+    return {n: p.detach().cpu().contiguous() for n, p in params.items()}
 
 
 STATE_FILE = "trainer_state.json"

@@ -72,13 +72,45 @@ def cut_torn_tail(path: str | os.PathLike) -> bool:
     return False
 
 
-def _parse_line(raw: bytes) -> dict[str, Any] | None:
-    """A stored JSON-object line, or None when it is damaged (not UTF-8, not JSON, not an object)."""
+class BadLine(ValueError):
+    """Why one JSONL line is not a JSON object (the message, without file and line)."""
+
+
+def parse_line(raw: bytes, first: bool = False) -> dict[str, Any] | None:
+    """One JSONL line as a JSON object, None for a blank line, or BadLine. `first`: the file's first
+    line may start with a BOM."""
     try:
-        record = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        line = raw.decode("utf-8-sig" if first else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadLine(f"not valid UTF-8 (byte {exc.start + 1} of the line)") from None
+    if not line.strip():
         return None
-    return record if isinstance(record, dict) else None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise BadLine(f"invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise BadLine("invalid JSON (nested too deeply)") from None
+    if not isinstance(record, dict):
+        raise BadLine(f"expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def scan_jsonl(data: bytes) -> tuple[list[tuple[int, bytes, dict[str, Any] | BadLine]], bytes]:
+    """Every whole line of JSONL bytes as (line number, raw line without its newline, record or BadLine),
+    blank lines left out; and the torn tail after the last newline (empty when the file ends whole)."""
+    lines = data.split(b"\n")
+    torn = lines.pop()
+    out: list[tuple[int, bytes, dict[str, Any] | BadLine]] = []
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            record = parse_line(raw, first=lineno == 1)
+        except BadLine as exc:
+            out.append((lineno, raw, exc))
+            continue
+        if record is not None:
+            out.append((lineno, raw, record))
+    return out, torn
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -120,21 +152,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     is left out, saying so in one line; never modifies the file, which a running run may be appending to."""
     if not path.is_file():
         raise HarnessError(f"{path}: not found")
-    records = []
-    lines = path.read_bytes().split(b"\n")
-    if lines.pop():  # the part after the last newline is empty or torn
+    lines, torn = scan_jsonl(path.read_bytes())
+    if torn:
         warn(f"{path}: left out a torn last line (a write was interrupted or is under way)")
-    for lineno, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HarnessError(f"{path}:{lineno}: corrupt line ({getattr(exc, 'msg', 'not valid UTF-8')})") from None
-        if not isinstance(record, dict):
-            raise HarnessError(f"{path}:{lineno}: corrupt line (not a JSON object)")
-        records.append(record)
-    return records
+    for lineno, _, record in lines:
+        if isinstance(record, BadLine):
+            raise HarnessError(f"{path}:{lineno}: corrupt line ({record})")
+    return [record for _, _, record in lines]
 
 
 def read_samples(run_dir: Path, ids: list[str] | None = None) -> list[dict[str, Any]]:
@@ -216,12 +240,12 @@ class RunStore:
             warn(f"{self.samples_path}: cut a torn last line (a write was interrupted); it is generated again")
         samples: dict[str, dict[str, Any]] = {}
         kept, damaged = [], []
-        for lineno, raw in enumerate(self.samples_path.read_bytes().splitlines(keepends=True), start=1):
-            record = _parse_line(raw)
-            if record is None or not isinstance(record.get("id"), str):
+        lines, _ = scan_jsonl(self.samples_path.read_bytes())  # the torn tail was cut above
+        for lineno, raw, record in lines:
+            if isinstance(record, BadLine) or not isinstance(record.get("id"), str):
                 damaged.append(lineno)
                 continue
-            kept.append(raw)
+            kept.append(raw + b"\n")
             samples.setdefault(record["id"], record)
         if damaged:  # e.g. bytes overwritten on disk: drop those lines, their problems are generated again
             atomic_write_bytes(self.samples_path, b"".join(kept))

@@ -27,6 +27,7 @@ from harness.errors import HarnessError, Interrupted, warn
 from harness.method import Method, get_method
 from harness.metrics import statistics
 from harness.rollout import EngineGenerator, SamplingParams, run_episodes
+from harness.rollout.generator import seed_for
 from harness.rollout.episode import Episode
 from harness.task import Item, Task, get_task
 from harness import checkpoint as ckpt
@@ -65,7 +66,7 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        from harness.models import auto_bf16, load_model, pick_device
+        from harness.models import auto_bf16, pick_device
 
         self.config = config
         self.run_dir = run_dir
@@ -83,8 +84,7 @@ class Trainer:
         if isinstance(self.objective, SFTObjective) and self.accelerator.num_processes > 1:
             raise HarnessError(f"{config.method} collects its data on one process; multi-process SFT is not supported yet")
         self.items = items if items is not None else self.task.load(config.split, config.data_dir)
-        loaded = load_model(config.model, "float32" if config.dtype == "auto" else config.dtype,
-                            str(self.accelerator.device))
+        loaded = self._load_model(config.model)
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         # The reference policy: the base model. With LoRA it is the same weights with adapters off; full
@@ -124,7 +124,7 @@ class Trainer:
                                     config.seed) if isinstance(self.objective, SFTObjective) else None
 
     def _load_model(self, spec: str):
-        """Another model for the objective (a separate critic), loaded as the policy was."""
+        """The policy's model, or another for the objective (a separate critic) loaded the same way."""
         from harness.models import load_model
 
         return load_model(spec, "float32" if self.config.dtype == "auto" else self.config.dtype,
@@ -146,9 +146,9 @@ class Trainer:
         step, calls = self._sample_calls
         calls = calls + 1 if step == self.step else 0
         self._sample_calls = (self.step, calls)
+        # Its own seed for each (step, process, call): no two sampling calls of a run share one.
         params = SamplingParams(self.config.temperature, self.config.top_p, self.config.max_new_tokens, 1,
-                                seed=self.config.seed * 1_000_003 + self.step * 101 + self.accelerator.process_index
-                                + 1_000_000_007 * calls)  # a prime: no (step, call) pair shares a seed
+                                seed=seed_for(self.config.seed, "train", self.step, self.accelerator.process_index, calls))
         self.policy.eval()
         try:
             return run_episodes(self.task, self.method, items or [], self.generator, params, turns, self.pool,
@@ -276,9 +276,8 @@ class Trainer:
         ckpt.set_rng_state(rng)
 
     def save(self) -> Path:
-        modules = {m.name: {n: p.detach().cpu() for n, p in params.items()}
-                   for m, params in zip(self.modules, self.module_params)}
-        parts = {"weights": {n: p.detach().cpu().contiguous() for n, p in self.policy_params.items()},
+        modules = {m.name: ckpt.trainable_state(params) for m, params in zip(self.modules, self.module_params)}
+        parts = {"weights": ckpt.trainable_state(self.policy_params),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": ckpt.rng_state(), "method": modules}
         return ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, parts,
@@ -448,20 +447,15 @@ def _truncate_log(path: Path, step: int) -> None:
     killed write tore or the disk damaged (saying so in one line)."""
     if not path.is_file():
         return
-    from harness.store import atomic_write_bytes
+    from harness.store import BadLine, atomic_write_bytes, scan_jsonl
 
     data = path.read_bytes()
-    lines = data.split(b"\n")
-    torn = lines.pop()  # the part after the last newline: empty, or a line whose write was killed
+    lines, torn = scan_jsonl(data)
     kept, damaged = [], 0
-    for raw in lines:
-        try:
-            record = json.loads(raw.decode("utf-8"))
-            past = record["step"] > step
-        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
+    for _, raw, record in lines:
+        if isinstance(record, BadLine) or not isinstance(record.get("step"), (int, float)):
             damaged += 1
-            continue
-        if not past:
+        elif record["step"] <= step:
             kept.append(raw + b"\n")
     if torn or damaged:
         warn(f"{path}: cut {'a torn last line' if torn else ''}{' and ' if torn and damaged else ''}"
