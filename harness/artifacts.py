@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from harness.errors import HarnessError, warn
-from harness.metrics import TurnMetrics, self_correction_metrics
+from harness.errors import HarnessError
+from harness.metrics import TurnMetrics, score_samples
 from harness.reported import reported_rows, sources
-from harness.store import atomic_write_text
+from harness.store import atomic_write_text, read_jsonl, read_samples
 from harness.tables import TableRow, measured_row, render_csv, render_latex, render_markdown
 from harness.tables import reported_row as table_reported_row
 
@@ -32,47 +30,10 @@ class Outputs:
     warnings: list[str] = field(default_factory=list)  # one line each, for the terminal
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Whole lines only: a torn last line (a killed write, or one still being written by a running run)
-    is left out, saying so in one line; never modifies the file, which a running run may be appending to."""
-    if not path.is_file():
-        raise HarnessError(f"{path}: not found")
-    records = []
-    lines = path.read_bytes().split(b"\n")
-    if lines.pop():  # the part after the last newline is empty or torn
-        warn(f"{path}: left out a torn last line (a write was interrupted or is under way)")
-    for lineno, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HarnessError(f"{path}:{lineno}: corrupt line ({getattr(exc, 'msg', 'not valid UTF-8')})") from None
-        if not isinstance(record, dict):
-            raise HarnessError(f"{path}:{lineno}: corrupt line (not a JSON object)")
-        records.append(record)
-    return records
-
-
-def read_samples(run_dir: Path, ids: list[str] | None = None) -> list[dict[str, Any]]:
-    """A run's samples, in `ids` order when given (each must be stored), else in file order."""
-    found: dict[str, dict[str, Any]] = {}
-    for record in read_jsonl(run_dir / "samples.jsonl"):
-        found.setdefault(record["id"], record)
-    if ids is None:
-        return list(found.values())
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise HarnessError(f"{run_dir}: {len(missing)} of the compared problems are not stored (first: {missing[0]})")
-    return [found[i] for i in ids]
-
-
 def score(samples: list[dict[str, Any]], turns: int) -> tuple[TurnMetrics, float]:
-    if not samples:
-        raise HarnessError("no samples to score")
-    matrix = np.array([s["correct"][:turns] for s in samples], dtype=bool)
-    tokens = sum(s["generated_tokens"] for s in samples) / len(samples)
-    return self_correction_metrics(matrix), tokens
+    """A table row's metrics and generated tokens per problem (no breakdowns: a row has none)."""
+    overall, scored = score_samples(samples, turns, breakdowns=False)
+    return overall, scored["tokens_per_problem"]
 
 
 def older_grades(samples: list[dict[str, Any]]) -> int:

@@ -203,7 +203,8 @@ def methods_command() -> None:
     for column in ("name", "kind", "paper", "trains", "default options (--set method_options.KEY=VALUE)"):
         table.add_column(column)
     for name, cls in METHODS.items():
-        options = asdict(cls.options_class()) if cls.options_class else {}
+        options_class = cls.objective.options_class if cls.objective else None
+        options = asdict(options_class()) if options_class else {}
         cells = (name, cls.kind, cls.paper, cls.trains, ", ".join(f"{k}={v}" for k, v in options.items()) or "-")
         table.add_row(*(escape(c) for c in cells))  # "[x, y1]" in a description is text, not rich markup
     console.print(table)
@@ -259,7 +260,7 @@ def eval_command(
                         dtype=dtype, device=device, data_dir=str(data_dir) if data_dir else None,
                         out=str(out) if out else None, checkpoint=str(checkpoint) if checkpoint else None)
     if checkpoint is not None and (checkpoint / "config.yaml").is_file():
-        from harness.training.checkpoint import read_run_config
+        from harness.store import read_run_config
 
         trained = read_run_config(checkpoint)
         config.model = trained.get("model", model)  # the trained policy's base model comes from the run

@@ -8,7 +8,6 @@ short hash of the comparison's identity) with compare.json, manifest.json, table
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -17,6 +16,7 @@ from typing import Any, Callable
 
 from harness.artifacts import Outputs, summarize_rows, write_compare_outputs
 from harness.errors import HarnessError
+from harness.store import run_hash
 from harness.evaluate import EvalConfig, RolloutSettings, evaluate
 
 IDENTITY = ("task", "split", "methods", "checkpoints", "model", "limit", "turns", "seed", "max_new_tokens",
@@ -36,7 +36,7 @@ class CompareConfig(RolloutSettings):
         return {key: getattr(self, key) for key in IDENTITY}
 
     def compare_id(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+        return run_hash(self.identity())
 
     def folder(self) -> Path:
         return Path(self.out) if self.out else Path(self.results_dir) / "compare" / f"{self.task}-{self.compare_id()}"
@@ -66,7 +66,8 @@ class CompareResult:
 
 def _trained_run(path: str, model: str) -> tuple[str, str]:
     """(method, base model) of a training-run folder, after checking it holds a checkpoint."""
-    from harness.training.checkpoint import read_run_config, require_checkpoint
+    from harness.store import read_run_config
+    from harness.checkpoint import require_checkpoint
 
     run = Path(path)
     require_checkpoint(run)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from harness.errors import HarnessError
+from harness.store import BadLine, parse_line
 
 DATA_ENV = "HARNESS_DATA_DIR"
 HUB_HOST = "huggingface.co"
@@ -37,20 +38,12 @@ def read_jsonl(path: Path, required: Iterable[str] = ()) -> list[tuple[int, dict
         raise HarnessError(f"{path}: cannot read ({exc.strerror})") from None
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
         try:
-            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise HarnessError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line)") from None
-        if not line.strip():
+            record = parse_line(raw, first=lineno == 1)
+        except BadLine as exc:
+            raise HarnessError(f"{path}:{lineno}: {exc}") from None
+        if record is None:
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise HarnessError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-        except RecursionError:
-            raise HarnessError(f"{path}:{lineno}: invalid JSON (nested too deeply)") from None
-        if not isinstance(record, dict):
-            raise HarnessError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-        if "\\u" in line and _has_lone_surrogate(record):
+        if b"\\u" in raw and _has_lone_surrogate(record):
             raise HarnessError(f"{path}:{lineno}: invalid text (a lone UTF-16 surrogate \\u escape)")
         missing = [k for k in required if k not in record]
         if missing:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -13,8 +11,8 @@ from harness.data import local_data_files
 from harness.errors import HarnessError
 from harness.manifest import build_manifest
 from harness.method import get_method
-from harness.metrics import TurnMetrics, breakdown, self_correction_metrics
-from harness.store import RunStore
+from harness.metrics import TurnMetrics, score_samples
+from harness.store import RunStore, read_run_config, run_hash
 from harness.task import get_task
 
 # Settings that do not change what a problem's episode is; a rerun that differs only in these
@@ -60,7 +58,7 @@ class EvalConfig(RolloutSettings):
     def run_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+        digest = run_hash(self.identity())
         model = Path(self.checkpoint).name if self.checkpoint else Path(self.model).name if "/" in self.model else self.model
         return Path(self.results_dir) / "runs" / f"{self.task}-{self.method}-{model}-t{self.turns}-{digest}"
 
@@ -72,7 +70,7 @@ class EvalConfig(RolloutSettings):
             raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")
         get_method(self.method)  # unknown method: one line
         if self.checkpoint:
-            from harness.training.checkpoint import read_run_config, require_checkpoint
+            from harness.checkpoint import require_checkpoint
 
             self.checkpoint_step = require_checkpoint(Path(self.checkpoint)).name
             read_run_config(Path(self.checkpoint))  # names its method and model
@@ -84,18 +82,6 @@ class EvalResult:
     metrics: TurnMetrics
     generated_now: int  # problems generated in this call (0 when everything came from the store)
     tokens_per_problem: float
-
-
-def score_samples(samples: list[dict[str, Any]], turns: int) -> tuple[TurnMetrics, dict[str, Any]]:
-    correct = [s["correct"][:turns] for s in samples]
-    overall = self_correction_metrics(correct)
-    result: dict[str, Any] = {"overall": overall.to_dict(),
-                              "tokens_per_problem": sum(s["generated_tokens"] for s in samples) / len(samples)}
-    for key in ("level", "subject"):
-        groups = [s.get("meta", {}).get(key) for s in samples]
-        if any(g is not None for g in groups):
-            result[f"by_{key}"] = {k: v.to_dict() for k, v in breakdown(correct, groups).items()}
-    return overall, result
 
 
 def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> EvalResult:
@@ -120,7 +106,7 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
     loaded = None
     if todo:
         if config.checkpoint:
-            from harness.training.checkpoint import load_trained_policy
+            from harness.models import load_trained_policy
 
             loaded = load_trained_policy(Path(config.checkpoint), config.dtype, config.device)
         else:

@@ -1,4 +1,5 @@
-"""What a method is: how the next attempt is asked for (and, for trained methods, their loss).
+"""What a method is: how the next attempt is asked for. A trained method also names its objective
+(harness/training/objective.py), which the trainer runs; this module knows nothing of training.
 
 The core's default is SCoRe's intrinsic self-correction: attempt k+1 is generated on the conversation
 [prompt, attempt k, correction instruction]. A method that needs intermediate generations (feedback,
@@ -15,8 +16,7 @@ from harness.registry import Registry
 from harness.task import Item, Message, Task
 
 if TYPE_CHECKING:
-    from harness.rollout.episode import Episode
-    from harness.training.objective import LossOutput, RLBatch, TrainContext
+    from harness.rollout.episode import Episode, Step
 
 
 @dataclass(frozen=True)
@@ -27,17 +27,20 @@ class Request:
 
 class Method:
     name: ClassVar[str] = ""
-    kind: ClassVar[str] = "prompting"  # prompting | sft | rl
     paper: ClassVar[str] = ""
     trains: ClassVar[str] = "nothing"
-    needs_entropy: ClassVar[bool] = False  # ask the trainer for per-token policy entropies
-    masked_steps: ClassVar[str] = "attempts"  # the loss sees per-attempt masks, or per-step ("all": reflections too)
-    options_class: ClassVar[type | None] = None  # the dataclass of its `method_options`, with defaults
+    # A trained method's objective class (an RLObjective or SFTObjective subclass); None: prompting only.
+    objective: ClassVar[type | None] = None
+    kind: ClassVar[str] = "prompting"  # derived from `objective`: prompting | rl | sft
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.kind = cls.objective.kind if cls.objective is not None else "prompting"
 
     def __init__(self, system_prompt: str | None = None, correction_instruction: str | None = None, **options: Any):
         self.system_prompt = system_prompt
         self.correction_instruction = correction_instruction  # None: the task's, else SCoRe's
-        self.options = options
+        self.options = options  # the objective's method_options (a trained method's)
 
     def first_request(self, task: Task, item: Item) -> Request:
         messages = [dict(m) for m in task.prompt(item)]
@@ -50,50 +53,16 @@ class Method:
 
     def next_request(self, task: Task, item: Item, episode: "Episode") -> Request | None:
         """The request after the episode's last step, or None to stop (the last attempt then stands)."""
-        last = episode.steps[-1]
-        return Request(last.messages + [{"role": "assistant", "content": last.text},
-                                        {"role": "user", "content": self.instruction_for(task)}])
+        return self.follow_up(episode.steps[-1], self.instruction_for(task))
+
+    @staticmethod
+    def follow_up(step: "Step", message: str, kind: str = "attempt") -> Request:
+        """The conversation of `step`, its answer, then `message` from the user: the usual next turn."""
+        return Request(step.messages + [{"role": "assistant", "content": step.text},
+                                        {"role": "user", "content": message}], kind=kind)
 
     def instruction_for(self, task: Task) -> str:
         return self.correction_instruction or task.correction_instruction or SCORE_CORRECTION
-
-    # ---- training hooks (trained methods override; prompting methods never reach them) ----------
-    def parse_options(self) -> Any:
-        """The method's typed options (`options_class`) from the `method_options` mapping, strings coerced."""
-        from harness.config import build
-
-        return build(self.options_class, self.options, f"{self.name} option")
-
-    def rollout(self, ctx: "TrainContext", problems: list[Item]) -> list["Episode"]:
-        """The episodes one RL step learns from: `samples_per_problem` 2-attempt episodes per problem."""
-        return ctx.sample([item for item in problems for _ in range(ctx.config.samples_per_problem)], turns=2)
-
-    def group_key(self, episode: "Episode") -> Any:
-        """Episodes with the same key share a baseline: by default the samples of one problem."""
-        return episode.item.id
-
-    def rollout_logs(self) -> dict[str, float]:
-        """Statistics of the last rollout worth logging beyond the per-attempt rewards."""
-        return {}
-
-    def setup(self, ctx: "TrainContext") -> None:
-        """Build extra modules (a critic) once the policy exists."""
-
-    def loss(self, batch: "RLBatch", ctx: "TrainContext") -> "LossOutput":
-        raise NotImplementedError(f"method {self.name!r} does not train")
-
-    def stage_ends(self) -> list[int]:
-        """Step counts at which one of its training stages ends (the trainer checkpoints there)."""
-        return []
-
-    def after_step(self, ctx: "TrainContext") -> None:
-        """Runs after each policy optimizer step (a critic's own optimizer steps here)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 METHODS: Registry[type[Method]] = Registry("method", "harness.methods")

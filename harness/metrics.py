@@ -39,7 +39,7 @@ class TurnMetrics:
         return asdict(self)
 
 
-def _statistics(correct: np.ndarray) -> np.ndarray:
+def statistics(correct: np.ndarray) -> np.ndarray:
     """[Acc@t1..Acc@tK, Δ, Δi→c, Δc→i] for an (N, K) or a stacked (B, N, K) boolean array."""
     acc = correct.mean(axis=-2)
     t1, t2 = correct[..., 0], correct[..., 1]
@@ -70,10 +70,10 @@ def self_correction_metrics(
     n, k = matrix.shape
     if n == 0:
         raise ValueError("no problems to score")
-    point = _statistics(matrix)
+    point = statistics(matrix)
     rng = np.random.default_rng(seed)
     # Paired bootstrap: resample problems, keeping each problem's K attempts together.
-    draws = _statistics(matrix[rng.integers(0, n, size=(resamples, n))])
+    draws = statistics(matrix[rng.integers(0, n, size=(resamples, n))])
     low, high = np.percentile(draws, [2.5, 97.5], axis=0)
     est = [Estimate(float(p), float(lo), float(hi)) for p, lo, hi in zip(point, low, high)]
     t1, t2 = matrix[:, 0], matrix[:, 1]
@@ -98,3 +98,23 @@ def breakdown(
 
 def _natural_key(label: str) -> tuple[int, Any]:
     return (0, int(label)) if label.isdigit() else (1, label)
+
+
+def score_samples(samples: Sequence[dict[str, Any]], turns: int,
+                  breakdowns: bool = True) -> tuple[TurnMetrics, dict[str, Any]]:
+    """The metrics of stored sample records (samples.jsonl rows, in row order: the bootstrap depends on
+    it): the overall TurnMetrics and metrics.json's dict (overall, tokens per problem and, with
+    `breakdowns`, by MATH level and subject when the records carry them)."""
+    if not samples:
+        from harness.errors import HarnessError
+
+        raise HarnessError("no samples to score")
+    correct = [s["correct"][:turns] for s in samples]
+    overall = self_correction_metrics(correct)
+    result: dict[str, Any] = {"overall": overall.to_dict(),
+                              "tokens_per_problem": sum(s["generated_tokens"] for s in samples) / len(samples)}
+    for key in ("level", "subject") if breakdowns else ():
+        groups = [s.get("meta", {}).get(key) for s in samples]
+        if any(g is not None for g in groups):
+            result[f"by_{key}"] = {k: v.to_dict() for k, v in breakdown(correct, groups).items()}
+    return overall, result

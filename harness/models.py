@@ -320,3 +320,35 @@ def load_model(spec: str = "embedded", dtype: str = "auto", device: str = "auto"
     else:
         weights = EMBEDDED_SHA256 if spec == "embedded" else weights_sha256(location / gguf_file if gguf_file else location)
     return LoadedModel(model, tokenizer, model_id, weights, str(location), device, str(torch_dtype).removeprefix("torch."))
+
+
+def load_trained_policy(run_dir: Path, dtype: str = "auto", device: str = "auto"):
+    """The trained policy of a run, as a LoadedModel: its base model with the last checkpoint's
+    weights (LoRA merged into the base, so generation runs at base-model speed)."""
+    import torch
+
+    from harness.checkpoint import load_state, require_checkpoint
+    from harness.config import build
+    from harness.lora import LoraSettings, attach_lora
+    from harness.store import read_run_config
+
+    folder = require_checkpoint(Path(run_dir))
+    config = read_run_config(Path(run_dir))
+    loaded = load_model(config["model"], dtype, device)
+    lora = build(LoraSettings, config.get("lora", {}), "lora")
+    model = attach_lora(loaded.model, lora, config.get("seed", 0))
+    weights = load_state(folder, "weights")
+    named = dict(model.named_parameters())
+    missing = sorted(set(weights) - set(named))
+    if missing:
+        raise HarnessError(f"{folder}: checkpoint weights do not fit the model ({missing[0]} ...)")
+    with torch.no_grad():
+        for name, value in weights.items():
+            named[name].copy_(value.to(named[name].dtype))
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.eval()
+    loaded.model = model
+    loaded.model_id = f"{loaded.model_id}+{Path(run_dir).name}/{folder.name}"
+    loaded.weights_sha256 = file_sha256(folder / "weights.safetensors")
+    return loaded

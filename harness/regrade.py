@@ -57,7 +57,7 @@ def _config(run_dir: Path) -> dict[str, Any]:
 
 def regrade_run(run_dir: Path, pool: GradingPool) -> RunRegrade:
     """Grade one eval run's stored attempts again; rewrites its files only when a grade changed."""
-    from harness.evaluate import score_samples
+    from harness.metrics import score_samples
 
     config = _config(run_dir)
     task = get_task(config["task"])

@@ -1,8 +1,11 @@
-"""Writing results safely: whole files are replaced atomically (write a temp file, fsync, rename),
-and a run's samples are appended whole lines at a time."""
+"""The run folder's owner. Writing results safely: whole files are replaced atomically (write a temp
+file, fsync, rename), and a run's samples are appended whole lines at a time. Reading them back: one
+reader of stored JSONL (samples, logs), of a run's samples, of a trained run's config.yaml, and the
+one hash that names a run folder."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -69,13 +72,45 @@ def cut_torn_tail(path: str | os.PathLike) -> bool:
     return False
 
 
-def _parse_line(raw: bytes) -> dict[str, Any] | None:
-    """A stored JSON-object line, or None when it is damaged (not UTF-8, not JSON, not an object)."""
+class BadLine(ValueError):
+    """Why one JSONL line is not a JSON object (the message, without file and line)."""
+
+
+def parse_line(raw: bytes, first: bool = False) -> dict[str, Any] | None:
+    """One JSONL line as a JSON object, None for a blank line, or BadLine. `first`: the file's first
+    line may start with a BOM."""
     try:
-        record = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        line = raw.decode("utf-8-sig" if first else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadLine(f"not valid UTF-8 (byte {exc.start + 1} of the line)") from None
+    if not line.strip():
         return None
-    return record if isinstance(record, dict) else None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise BadLine(f"invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise BadLine("invalid JSON (nested too deeply)") from None
+    if not isinstance(record, dict):
+        raise BadLine(f"expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def scan_jsonl(data: bytes) -> tuple[list[tuple[int, bytes, dict[str, Any] | BadLine]], bytes]:
+    """Every whole line of JSONL bytes as (line number, raw line without its newline, record or BadLine),
+    blank lines left out; and the torn tail after the last newline (empty when the file ends whole)."""
+    lines = data.split(b"\n")
+    torn = lines.pop()
+    out: list[tuple[int, bytes, dict[str, Any] | BadLine]] = []
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            record = parse_line(raw, first=lineno == 1)
+        except BadLine as exc:
+            out.append((lineno, raw, exc))
+            continue
+        if record is not None:
+            out.append((lineno, raw, record))
+    return out, torn
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -105,6 +140,52 @@ def check_output_file(path: str | os.PathLike) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise HarnessError(f"{path}: {parent} is not writable")
     return path
+
+
+def run_hash(identity: dict[str, Any]) -> str:
+    """The 8 hex digits in a run folder's name: sha256 of its identity settings (sorted JSON)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Whole lines only: a torn last line (a killed write, or one still being written by a running run)
+    is left out, saying so in one line; never modifies the file, which a running run may be appending to."""
+    if not path.is_file():
+        raise HarnessError(f"{path}: not found")
+    lines, torn = scan_jsonl(path.read_bytes())
+    if torn:
+        warn(f"{path}: left out a torn last line (a write was interrupted or is under way)")
+    for lineno, _, record in lines:
+        if isinstance(record, BadLine):
+            raise HarnessError(f"{path}:{lineno}: corrupt line ({record})")
+    return [record for _, _, record in lines]
+
+
+def read_samples(run_dir: Path, ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """A run's samples, in `ids` order when given (each must be stored), else in file order."""
+    found: dict[str, dict[str, Any]] = {}
+    for record in read_jsonl(run_dir / "samples.jsonl"):
+        found.setdefault(record["id"], record)
+    if ids is None:
+        return list(found.values())
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise HarnessError(f"{run_dir}: {len(missing)} of the compared problems are not stored (first: {missing[0]})")
+    return [found[i] for i in ids]
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A training run's config.yaml, which must name its method and model (one-line error otherwise)."""
+    from harness.config import read_yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise HarnessError(f"{run_dir}: not a training run (no config.yaml)")
+    config = read_yaml(path)
+    for key in ("method", "model"):
+        if not isinstance(config.get(key), str) or not config[key]:
+            raise HarnessError(f"{path}: names no {key}")
+    return config
 
 
 class RunStore:
@@ -159,12 +240,12 @@ class RunStore:
             warn(f"{self.samples_path}: cut a torn last line (a write was interrupted); it is generated again")
         samples: dict[str, dict[str, Any]] = {}
         kept, damaged = [], []
-        for lineno, raw in enumerate(self.samples_path.read_bytes().splitlines(keepends=True), start=1):
-            record = _parse_line(raw)
-            if record is None or not isinstance(record.get("id"), str):
+        lines, _ = scan_jsonl(self.samples_path.read_bytes())  # the torn tail was cut above
+        for lineno, raw, record in lines:
+            if isinstance(record, BadLine) or not isinstance(record.get("id"), str):
                 damaged.append(lineno)
                 continue
-            kept.append(raw)
+            kept.append(raw + b"\n")
             samples.setdefault(record["id"], record)
         if damaged:  # e.g. bytes overwritten on disk: drop those lines, their problems are generated again
             atomic_write_bytes(self.samples_path, b"".join(kept))

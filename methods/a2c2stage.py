@@ -4,24 +4,22 @@ Episode of T = 2 steps: s1 = [x], a1 = y1; s2 = [x, y1, p], a2 = y2. A critic V(
 same base model with its own LoRA adapter and a scalar value head read at the state's last token;
 `critic_model` names a separate, e.g. smaller, model) gives A_t = r_t + γ V(s_{t+1}) - V(s_t) with
 V(s_3) = 0. Actor: -A_t log π(a_t|s_t) - c H(π(·|s_t)); critic: (r_t + γ V(s_{t+1}) - V(s_t))^2, with
-its own optimizer. Stage I: r1 := 0, r2 = r(y2), plus β1 KL(π(·|s1) || π_ref(·|s1)). Stage II: r1 = r(y1),
+its own learning rate. Stage I: r1 := 0, r2 = r(y2), plus β1 KL(π(·|s1) || π_ref(·|s1)). Stage II: r1 = r(y1),
 r2' = r2 + α (r2 - r1) with α > 1, plus β2 KL on both steps.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from harness.config import setting
 from harness.method import Method, register_method
-from harness.training.losses import entropy_bonus, kl_penalty, masked_sum, shaped_second_reward, td_targets
-from harness.training.objective import LossOutput, RLBatch, TrainContext
-from harness.training.policy import adapter
+from harness.training.losses import entropy_bonus, kl_penalty, reinforce, shaped_second_reward, td_targets
+from harness.training.objective import LossOutput, RLBatch, RLObjective, TrainContext, TrainableModule, TwoStages
+from harness.training.policy import adapter, adapter_parameters, add_adapter, attach_lora, decoder
 
 
 @dataclass
@@ -51,13 +49,14 @@ def advantages_and_targets(rewards: torch.Tensor, values: torch.Tensor, gamma: f
     return (targets - values).detach(), targets
 
 
-def a2c_loss(batch: RLBatch, values: torch.Tensor, opts: A2COptions, stage: int) -> tuple[LossOutput, torch.Tensor]:
-    """(actor loss and logs, critic loss). `values` is [2, E] V(s1), V(s2) with gradient."""
+def a2c_loss(batch: RLBatch, values: torch.Tensor, opts: A2COptions, stage: int) -> LossOutput:
+    """Actor loss plus critic loss (the critic's parameters only see the latter). `values` is [2, E]
+    V(s1), V(s2) with gradient. Logged "loss" is the actor's, "critic_loss" the critic's."""
     r1, r2 = batch.rewards
     rewards = shaped_rewards(r1, r2, stage, opts.alpha)
     adv, targets = advantages_and_targets(rewards, values, opts.gamma)
     masks, norm = batch.masks, batch.norm
-    actor = sum(-(adv[t] * masked_sum(batch.logp[t], masks[t])).mean() / norm for t in range(2))
+    actor = sum(reinforce(batch.logp[t], masks[t], adv[t], norm) for t in range(2))
     entropy = sum(entropy_bonus(batch.entropy[t], masks[t], norm) for t in range(2))
     kl = [kl_penalty(batch.logp[t], batch.ref_logp[t], masks[t], norm) for t in range(2)]
     kl_term = opts.beta1 * kl[0] if stage == 1 else opts.beta2 * (kl[0] + kl[1])
@@ -68,7 +67,7 @@ def a2c_loss(batch: RLBatch, values: torch.Tensor, opts: A2COptions, stage: int)
         ("critic_loss", critic), ("v1", values[0].mean()), ("v2", values[1].mean()), ("adv1", adv[0].mean()),
         ("adv2", adv[1].mean()))}
     logs["stage"] = float(stage)
-    return LossOutput(loss, logs), critic
+    return LossOutput(loss + critic, logs)
 
 
 class Critic(nn.Module):
@@ -79,20 +78,12 @@ class Critic(nn.Module):
         # Full fine-tuning has no adapters to share the base with: the critic then loads its own copy.
         self.shared = opts.critic_model is None and hasattr(ctx.policy, "peft_config")
         if self.shared:
-            from peft import LoraConfig
-
-            lora = ctx.config.lora
-            ctx.policy.add_adapter("critic", LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                        target_modules=list(ctx.policy.peft_config["default"].target_modules),
-                                                        task_type="CAUSAL_LM"))
+            add_adapter(ctx.policy, "critic", ctx.config.lora)
             self.backbone_owner = [ctx.policy]  # a list: not registered as a submodule (it is the policy)
             self.tokenizer = ctx.tokenizer
             hidden = ctx.policy.get_base_model().config.hidden_size
         else:
-            from harness.models import load_model
-            from harness.training.policy import attach_lora
-
-            loaded = load_model(opts.critic_model or ctx.config.model, "float32", str(ctx.device))
+            loaded = ctx.load_model(opts.critic_model or ctx.config.model)
             self.lm = attach_lora(loaded.model, ctx.config.lora, ctx.config.seed + 1)
             self.tokenizer = loaded.tokenizer
             hidden = loaded.model.config.hidden_size
@@ -100,19 +91,21 @@ class Critic(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def backbone_parameters(self) -> dict[str, nn.Parameter]:
-        """What the critic trains besides its head: its adapter, or its whole model under full fine-tuning."""
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """Its adapter (or its whole model under full fine-tuning) and its head."""
         if self.shared:
-            return {n: p for n, p in self.backbone_owner[0].named_parameters() if ".critic." in n}
-        return {n: p for n, p in self.lm.named_parameters() if p.requires_grad}
+            backbone = adapter_parameters(self.backbone_owner[0], "critic")
+        else:
+            backbone = {n: p for n, p in self.lm.named_parameters() if p.requires_grad}
+        return {**backbone, **{f"head.{n}": p for n, p in self.head.named_parameters()}}
 
     def values(self, batch: RLBatch) -> torch.Tensor:
         """[2, E]: the value of each state, read at the state's last token."""
         if self.shared:
             policy = self.backbone_owner[0]
             seq = batch.sequences
-            hidden = policy.get_base_model().get_decoder()(input_ids=seq.input_ids,
-                                                           attention_mask=seq.attention_mask).last_hidden_state
+            with adapter(policy, "critic"):
+                hidden = decoder(policy)(input_ids=seq.input_ids, attention_mask=seq.attention_mask).last_hidden_state
             rows = torch.arange(seq.input_ids.shape[0], device=hidden.device)
             return torch.stack([self.head(hidden[rows, seq.state_ends[t]]).squeeze(-1) for t in range(2)])
         out = []
@@ -120,60 +113,30 @@ class Critic(nn.Module):
             chats = [e.attempts[t].messages for e in batch.episodes]
             enc = self.tokenizer.apply_chat_template(chats, add_generation_prompt=True, return_tensors="pt",
                                                      padding=True, return_dict=True).to(self.head.weight.device)
-            base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
-            hidden = base.get_decoder()(**enc).last_hidden_state
+            hidden = decoder(self.lm)(**enc).last_hidden_state
             out.append(self.head(hidden[:, -1]).squeeze(-1))  # left padding: the last column is the last token
         return torch.stack(out)
+
+
+class A2CObjective(RLObjective):
+    options_class = A2COptions
+    needs_entropy = True
+
+    def setup(self, ctx: TrainContext) -> list[TrainableModule]:
+        self.stages = TwoStages.of(self.opts.stage1_steps, ctx.config.max_steps)
+        self.critic = Critic(ctx, self.opts)
+        return [TrainableModule("critic", self.critic, self.opts.critic_lr, self.opts.max_grad_norm)]
+
+    def stage_ends(self) -> list[int]:
+        return self.stages.ends()
+
+    def loss(self, batch: RLBatch, ctx: TrainContext) -> LossOutput:
+        return a2c_loss(batch, self.critic.values(batch), self.opts, self.stages.stage_of(batch.step))
 
 
 @register_method("a2c2stage")
 class A2CTwoStage(Method):
     name = "a2c2stage"
-    kind = "rl"
-    options_class = A2COptions
+    objective = A2CObjective
     paper = "Isaev & Ilyushin, two-stage advantage actor-critic for LLM self-correction"
     trains = "policy (LoRA) + critic (own LoRA adapter + value head)"
-    needs_entropy = True
-
-    def setup(self, ctx: TrainContext) -> None:
-        self.opts = self.parse_options()
-        self.stage1_steps = self.opts.stage1_steps or max(1, ctx.config.max_steps // 3)
-        self.critic = Critic(ctx, self.opts)
-        params = [*self.critic.backbone_parameters().values(), *self.critic.head.parameters()]
-        self.critic_optimizer = torch.optim.AdamW(params, lr=self.opts.critic_lr)
-
-    def stage_ends(self) -> list[int]:
-        return [self.stage1_steps]
-
-    def loss(self, batch: RLBatch, ctx: TrainContext) -> LossOutput:
-        stage = 1 if batch.step < self.stage1_steps else 2
-        manager = adapter(ctx.policy, "critic") if self.critic.shared else nullcontext()
-        with manager:  # the critic's forward AND backward run with its own adapter active
-            values = self.critic.values(batch)
-            out, critic_loss = a2c_loss(batch, values, self.opts, stage)
-            ctx.accelerator.backward(critic_loss * batch.scale)
-        return out
-
-    def after_step(self, ctx: TrainContext) -> None:
-        params = [p for group in self.critic_optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if ctx.accelerator.num_processes > 1:  # the critic is outside DDP: average its gradients by hand
-            for p in params:
-                p.grad = ctx.accelerator.reduce(p.grad, "mean")
-        if self.opts.max_grad_norm > 0 and params:
-            torch.nn.utils.clip_grad_norm_(params, self.opts.max_grad_norm)
-        self.critic_optimizer.step()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"backbone": {n: p.detach().cpu() for n, p in self.critic.backbone_parameters().items()},
-                "head": self.critic.head.state_dict(), "optimizer": self.critic_optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if not state:
-            return
-        params = self.critic.backbone_parameters()
-        with torch.no_grad():
-            for name, value in state["backbone"].items():
-                params[name].copy_(value)
-        self.critic.head.load_state_dict(state["head"])
-        self.critic_optimizer.load_state_dict(state["optimizer"])

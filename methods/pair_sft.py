@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.config import setting
-from harness.method import register_method
+from harness.method import Method, register_method
 from harness.rollout.episode import Episode
-from harness.training.sft import SFTMethod, SFTOptions, example_from_stream
+from harness.training.objective import SFTObjective
+from harness.training.sft import SFTOptions, example_from_stream
 
 
 @dataclass
@@ -34,12 +35,8 @@ def make_pairs(episodes: list[Episode]) -> list[tuple[Episode, Episode]]:
     return pairs
 
 
-@register_method("pair-sft")
-class PairSFT(SFTMethod):
-    name = "pair-sft"
+class PairSFTObjective(SFTObjective):
     options_class = PairSFTOptions
-    paper = "Welleck et al., 2023, Generating Sequences by Learning to Self-Correct (as Pair-SFT in SCoRe §4)"
-    trains = "policy (LoRA): cross-entropy on a correct y given [x, wrong y1, instruction]"
 
     def collect(self, ctx, problems):
         episodes = ctx.sample([item for item in problems for _ in range(self.opts.samples)], turns=1)
@@ -47,9 +44,17 @@ class PairSFT(SFTMethod):
         pairs = make_pairs(episodes)
         for wrong, right in pairs:
             first = wrong.attempts[0]
-            request = self.next_request(ctx.task, wrong.item, wrong)  # [x, y1, correction instruction]
+            request = self.method.next_request(ctx.task, wrong.item, wrong)  # [x, y1, correction instruction]
             prompt = ctx.generator.continuation(first.messages, first.completion(), request.messages) \
                 or ctx.generator.encode(request.messages)
             examples.append(example_from_stream(wrong.item.id, prompt, right.attempts[0], ctx.eos_ids))
         return examples, {"r1": sum(e.correct[0] for e in episodes) / max(len(episodes), 1),
                           "pairs": float(len(pairs)), "paired_problems": float(len({w.item.id for w, _ in pairs}))}
+
+
+@register_method("pair-sft")
+class PairSFT(Method):
+    name = "pair-sft"
+    objective = PairSFTObjective
+    paper = "Welleck et al., 2023, Generating Sequences by Learning to Self-Correct (as Pair-SFT in SCoRe §4)"
+    trains = "policy (LoRA): cross-entropy on a correct y given [x, wrong y1, instruction]"

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from harness.config import setting
 from harness.errors import HarnessError
 from harness.method import Method, Request, register_method
 from harness.prompts import ANSWER_FORMAT
 from harness.rollout.episode import Episode
-from harness.training.losses import kl_penalty, reinforce
-from harness.training.objective import LossOutput, RLBatch
+from harness.training.losses import group_advantages, kl_penalty, reinforce
+from harness.training.objective import LossOutput, RLBatch, RLObjective, TrainContext, TrainableModule
 
 REFLECT = (
     "Your solution above may be wrong. Reflect on it: point out what went wrong (a misunderstanding, a "
@@ -39,15 +37,6 @@ class RRROptions:
     beta: float = setting(0.0, ge=0)  # KL to the reference on the reflection tokens
 
 
-def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, scale_by_std: bool) -> torch.Tensor:
-    adv = torch.empty_like(rewards)
-    for g in groups.unique():
-        idx = groups == g
-        centred = rewards[idx] - rewards[idx].mean()
-        adv[idx] = centred / (rewards[idx].std(unbiased=False) + 1e-4) if scale_by_std else centred
-    return adv
-
-
 def rrr_loss(batch: RLBatch, opts: RRROptions) -> LossOutput:
     retry_reward = batch.rewards[1]
     adv = group_advantages(retry_reward, batch.groups, opts.scale_by_std)
@@ -59,29 +48,17 @@ def rrr_loss(batch: RLBatch, opts: RRROptions) -> LossOutput:
                              "retry_reward": retry_reward.mean().item()})
 
 
-@register_method("rrr")
-class ReflectRetryReward(Method):
-    name = "rrr"
-    kind = "rl"
+class RRRObjective(RLObjective):
     options_class = RRROptions
     masked_steps = "all"  # the loss needs the reflection's tokens, not only the attempts'
-    paper = "Bensal et al., 2025, Reflect, Retry, Reward: Self-Improving LLMs via Reinforcement Learning"
-    trains = "policy (LoRA): GRPO on the reflection tokens of failed problems"
 
-    def next_request(self, task, item, episode: Episode) -> Request:
-        last = episode.steps[-1]
-        reflecting = last.kind == "attempt"
-        return Request(last.messages + [{"role": "assistant", "content": last.text},
-                                        {"role": "user", "content": REFLECT if reflecting else RETRY}],
-                       kind="reflection" if reflecting else "attempt")
-
-    def setup(self, ctx) -> None:
-        self.opts = self.parse_options()
+    def setup(self, ctx: TrainContext) -> list[TrainableModule]:
         if ctx.accelerator.num_processes > 1:
             # Each process would train on its own number of failed problems (possibly none): DDP's collective
             # backward would wait forever. Until episodes are balanced across processes, refuse cleanly.
             raise HarnessError("rrr does not run multi-process yet (failed problems differ per process)")
         self._logs: dict[str, float] = {}
+        return []
 
     def rollout(self, ctx, problems):
         first = ctx.sample(problems, turns=1)
@@ -101,3 +78,16 @@ class ReflectRetryReward(Method):
 
     def loss(self, batch: RLBatch, ctx) -> LossOutput:
         return rrr_loss(batch, self.opts)
+
+
+@register_method("rrr")
+class ReflectRetryReward(Method):
+    name = "rrr"
+    objective = RRRObjective
+    paper = "Bensal et al., 2025, Reflect, Retry, Reward: Self-Improving LLMs via Reinforcement Learning"
+    trains = "policy (LoRA): GRPO on the reflection tokens of failed problems"
+
+    def next_request(self, task, item, episode: Episode) -> Request:
+        last = episode.steps[-1]
+        reflecting = last.kind == "attempt"
+        return self.follow_up(last, REFLECT if reflecting else RETRY, "reflection" if reflecting else "attempt")

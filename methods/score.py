@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from harness.config import setting
 from harness.method import Method, register_method
-from harness.training.losses import (batch_mean_baseline, kl_penalty, leave_one_out_baseline, reinforce,
-                                     shaped_second_reward)
-from harness.training.objective import LossOutput, RLBatch, TrainContext
+from harness.training.losses import baseline_advantages, kl_penalty, reinforce, shaped_second_reward
+from harness.training.objective import LossOutput, RLBatch, RLObjective, TrainContext, TrainableModule, TwoStages
 
 
 @dataclass
@@ -29,43 +26,43 @@ class ScoreOptions:
     baseline: str = setting("loo", choices=("loo", "batch_mean"))
 
 
-def advantages(rewards: torch.Tensor, groups: torch.Tensor, baseline: str) -> torch.Tensor:
-    if baseline == "loo":
-        return rewards - leave_one_out_baseline(rewards, groups)
-    return rewards - batch_mean_baseline(rewards)
-
-
 def score_loss(batch: RLBatch, opts: ScoreOptions, stage: int) -> LossOutput:
     (m1, m2), (lp1, lp2), (ref1, ref2) = batch.masks, batch.logp, batch.ref_logp
     r1, r2 = batch.rewards
     kl1 = kl_penalty(lp1, ref1, m1, batch.norm)
     kl2 = kl_penalty(lp2, ref2, m2, batch.norm)
     if stage == 1:
-        pg = reinforce(lp2, m2, advantages(r2, batch.groups, opts.baseline), batch.norm)
+        pg = reinforce(lp2, m2, baseline_advantages(r2, batch.groups, opts.baseline), batch.norm)
         loss = pg + opts.beta2 * kl1 + opts.beta1 * kl2
     else:
         shaped = shaped_second_reward(r1, r2, opts.alpha)
-        pg = reinforce(lp1, m1, advantages(r1, batch.groups, opts.baseline), batch.norm) + \
-            reinforce(lp2, m2, advantages(shaped, batch.groups, opts.baseline), batch.norm)
+        pg = reinforce(lp1, m1, baseline_advantages(r1, batch.groups, opts.baseline), batch.norm) + \
+            reinforce(lp2, m2, baseline_advantages(shaped, batch.groups, opts.baseline), batch.norm)
         loss = pg + opts.beta1 * (kl1 + kl2)
     return LossOutput(loss, {"loss": loss.item(), "pg_loss": pg.item(), "kl1": kl1.item(), "kl2": kl2.item(),
                              "stage": float(stage)})
 
 
+class ScoreObjective(RLObjective):
+    """The trainer rolls out 2-attempt episodes (RLObjective.rollout), computes log-probs, calls `loss`
+    on each micro-batch, backpropagates it and steps the policy's optimizer."""
+
+    options_class = ScoreOptions
+
+    def setup(self, ctx: TrainContext) -> list[TrainableModule]:
+        self.stages = TwoStages.of(self.opts.stage1_steps, ctx.config.max_steps)
+        return []  # the policy only
+
+    def stage_ends(self) -> list[int]:
+        return self.stages.ends()
+
+    def loss(self, batch: RLBatch, ctx: TrainContext) -> LossOutput:
+        return score_loss(batch, self.opts, self.stages.stage_of(batch.step))
+
+
 @register_method("score")
 class Score(Method):
     name = "score"
-    kind = "rl"
-    options_class = ScoreOptions
+    objective = ScoreObjective
     paper = "Kumar et al., 2024, Training Language Models to Self-Correct via Reinforcement Learning"
     trains = "policy (LoRA): REINFORCE, stage I then stage II with reward bonus"
-
-    def setup(self, ctx: TrainContext) -> None:
-        self.opts = self.parse_options()
-        self.stage1_steps = self.opts.stage1_steps or max(1, ctx.config.max_steps // 3)
-
-    def stage_ends(self) -> list[int]:
-        return [self.stage1_steps]
-
-    def loss(self, batch: RLBatch, ctx: TrainContext) -> LossOutput:
-        return score_loss(batch, self.opts, 1 if batch.step < self.stage1_steps else 2)

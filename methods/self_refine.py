@@ -31,7 +31,6 @@ def says_correct(feedback: str) -> bool:
 @register_method("self-refine")
 class SelfRefine(Method):
     name = "self-refine"
-    kind = "prompting"
     paper = "Madaan et al., 2023, Self-Refine: Iterative Refinement with Self-Feedback"
     trains = "nothing"
 
@@ -44,5 +43,4 @@ class SelfRefine(Method):
         if says_correct(last.text):
             return None
         attempt = episode.attempts[-1]
-        return Request(attempt.messages + [{"role": "assistant", "content": attempt.text},
-                                           {"role": "user", "content": REFINE.format(feedback=last.text)}])
+        return self.follow_up(attempt, REFINE.format(feedback=last.text))

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.config import setting
-from harness.method import register_method
-from harness.training.sft import SFTMethod, SFTOptions, examples_from_episodes
+from harness.method import Method, register_method
+from harness.training.objective import SFTObjective
+from harness.training.sft import SFTOptions, examples_from_episodes
 
 
 @dataclass
@@ -22,12 +23,8 @@ class StarOptions(SFTOptions):
     train_on: str = setting("last", choices=("last", "all"))  # last: attempt 2 only | all: both attempts
 
 
-@register_method("star")
-class Star(SFTMethod):
-    name = "star"
+class StarObjective(SFTObjective):
     options_class = StarOptions
-    paper = "Zelikman et al., 2022, STaR (multi-turn D+ variant as in SCoRe §4)"
-    trains = "policy (LoRA): cross-entropy on traces whose attempt 2 is correct, 3 iterations"
 
     def collect(self, ctx, problems):
         n = self.opts.samples or ctx.config.samples_per_problem
@@ -38,3 +35,11 @@ class Star(SFTMethod):
         return examples, {"r1": sum(e.correct[0] for e in episodes) / count,
                           "r2": sum(e.correct[1] for e in episodes) / count,
                           "kept": float(len(kept)), "kept_i_to_c": float(sum(not e.correct[0] for e in kept))}
+
+
+@register_method("star")
+class Star(Method):
+    name = "star"
+    objective = StarObjective
+    paper = "Zelikman et al., 2022, STaR (multi-turn D+ variant as in SCoRe §4)"
+    trains = "policy (LoRA): cross-entropy on traces whose attempt 2 is correct, 3 iterations"

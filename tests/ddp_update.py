@@ -38,10 +38,10 @@ def main() -> None:
     trainer.optimizer.step = step_recording_grads
     trainer.update([e for e in episodes if e.item.id in mine])
     if trainer.accelerator.is_main_process:
-        weights = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if p.requires_grad}
-        # A method's own modules (a2c2stage's critic adapter and head), after its own optimizer stepped.
-        state = trainer.method.state_dict()
-        weights.update({f"method.{part}.{k}": v for part in ("backbone", "head") for k, v in state.get(part, {}).items()})
+        weights = {n: p.detach().clone() for n, p in trainer.policy_params.items()}
+        # The modules an objective declares (a2c2stage's critic adapter and head), stepped by the trainer too.
+        weights.update({f"{m.name}.{k}": p.detach().clone() for m, params in zip(trainer.modules, trainer.module_params)
+                        for k, p in params.items()})
         save_file({**{f"grad.{k}": v for k, v in grads.items()}, **{f"weight.{k}": v for k, v in weights.items()},
                    "world_size": torch.tensor([world])}, str(out_path))
     trainer.accelerator.wait_for_everyone()

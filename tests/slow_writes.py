@@ -13,7 +13,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import toy_task  # noqa: E402,F401  (registers toy-digit)
-from harness.training import checkpoint, loop  # noqa: E402
+from harness import checkpoint  # noqa: E402
+from harness.training import loop  # noqa: E402
 
 rng = random.Random(os.environ.get("SLOW_WRITES_SEED", "0"))
 save_state = checkpoint.save_state

@@ -130,8 +130,8 @@ def _method_option_cases() -> list[tuple[str, str]]:
     cases = []
     for name in METHODS.names():
         cls = METHODS.get(name)
-        if cls.kind in ("rl", "sft") and cls.options_class is not None:
-            cases += [(name, f"{field}={value}") for field, values in invalid_values(cls.options_class).items()
+        if cls.objective is not None and cls.objective.options_class is not None:
+            cases += [(name, f"{field}={value}") for field, values in invalid_values(cls.objective.options_class).items()
                       for value in values]
             cases.append((name, "nosuch=1"))
     return cases
@@ -148,8 +148,8 @@ def test_every_trained_method_option_has_an_invalid_case():
     probed = {(m, o.split("=")[0]) for m, o in _method_option_cases()}
     for name in METHODS.names():
         cls = METHODS.get(name)
-        if cls.kind in ("rl", "sft") and cls.options_class is not None:
-            fields = {f.name for f in dataclasses.fields(cls.options_class)} - {"critic_model"}  # any model name
+        if cls.objective is not None and cls.objective.options_class is not None:
+            fields = {f.name for f in dataclasses.fields(cls.objective.options_class)} - {"critic_model"}  # any model name
             assert fields <= {o for m, o in probed if m == name}, name
 
 
@@ -292,7 +292,7 @@ def test_train_resume_refuses_bad_runs(work):
 @pytest.mark.parametrize("command", ["eval", "compare"])
 def test_a_training_run_with_a_bad_config_is_refused(work, command, config):
     """--checkpoint / --checkpoints of a run whose config.yaml is damaged (its checkpoint is fine)."""
-    from harness.training.checkpoint import save_checkpoint
+    from harness.checkpoint import save_checkpoint
 
     run = work / "work" / "run"
     save_checkpoint(run / "checkpoints", 1, {"weights": {}}, {})

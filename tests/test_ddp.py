@@ -54,6 +54,6 @@ def test_two_process_ddp_update_equals_one_process(tmp_path, method):
     if method == "a2c2stage":
         # The critic's value head lives outside DDP (its gradients are averaged by hand) and starts at zero:
         # after one step it has moved, by the same amount with 1 and 2 processes (checked below).
-        assert float(one["weight.method.head.weight"].abs().max()) > 1e-6
+        assert float(one["weight.critic.head.weight"].abs().max()) > 1e-6
     for key in one:
         assert torch.allclose(one[key], two[key], atol=1e-6, rtol=1e-4), key

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 import toy_task  # noqa: F401  (registers the toy-digit task)
-from harness.training.checkpoint import latest_checkpoint
+from harness.checkpoint import latest_checkpoint
 from harness.training.config import load_train_config
 from harness.training.loop import train
 

@@ -47,4 +47,4 @@ def test_unknown_method_option_is_refused():
 
     method = get_method("score", alph=5)
     with pytest.raises(HarnessError, match="unknown score option field"):
-        method.parse_options()
+        method.objective(method)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from harness.artifacts import report
 from harness.cli import app
-from harness.evaluate import score_samples
+from harness.metrics import score_samples
 from harness.task import GRADER_VERSION
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"

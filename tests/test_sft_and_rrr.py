@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 import toy_task  # noqa: F401  (registers the toy-digit task)
 from harness.grading import GradingPool
 from harness.prompts import SCORE_CORRECTION
-from harness.training.checkpoint import latest_checkpoint
+from harness.checkpoint import latest_checkpoint
 from harness.training.config import load_train_config
 from harness.training.loop import Trainer, train
 from harness.training.objective import RLBatch
@@ -55,7 +55,7 @@ def test_pair_sft_pairs_a_wrong_attempt_with_a_right_one_of_the_same_problem(tmp
             assert wrong.item.id == right.item.id and not wrong.correct[0] and right.correct[0]
 
         trainer.step = 1  # a fresh sampling seed for collect
-        examples, stats = trainer.method.collect(trainer.context, problems)
+        examples, stats = trainer.objective.collect(trainer.context, problems)
         assert examples and stats["pairs"] == len(examples)
         task = trainer.task
         items = {item.id: item for item in problems}
@@ -103,7 +103,7 @@ def test_sft_loss_is_the_mean_nll_of_the_target_tokens_only(tmp_path):
 def test_rrr_trains_only_the_reflection_tokens_of_failed_problems(tmp_path):
     with trainer_for("rrr", tmp_path, **{"method_options.group_size": 3}) as trainer:
         episodes = trainer.rollout(trainer.items[:4])
-        assert episodes and len(episodes) == 3 * trainer.method.rollout_logs()["failed_problems"]
+        assert episodes and len(episodes) == 3 * trainer.objective.rollout_logs()["failed_problems"]
         for episode in episodes:
             assert [s.kind for s in episode.steps] == ["attempt", "reflection", "attempt"]
             assert not episode.correct[0]  # failed problems only
@@ -111,8 +111,8 @@ def test_rrr_trains_only_the_reflection_tokens_of_failed_problems(tmp_path):
             assert episode.steps[2].messages[-1]["content"] == RETRY
         for g in range(0, len(episodes), 3):  # a group: G reflections on ONE first attempt
             assert len({e.steps[0].text for e in episodes[g : g + 3]}) == 1
-            assert len({trainer.method.group_key(e) for e in episodes[g : g + 3]}) == 1
-        assert len({trainer.method.group_key(e) for e in episodes}) == len(episodes) // 3
+            assert len({trainer.objective.group_key(e) for e in episodes[g : g + 3]}) == 1
+        assert len({trainer.objective.group_key(e) for e in episodes}) == len(episodes) // 3
         seq = build_sequences(episodes, trainer.tokenizer.pad_token_id, trainer.eos_ids, "all")
         for e, episode in enumerate(episodes):
             span = seq.action_masks[REFLECTION, e].nonzero().flatten().tolist()
@@ -124,7 +124,7 @@ def test_rrr_trains_only_the_reflection_tokens_of_failed_problems(tmp_path):
         groups = torch.tensor([i // 3 for i in range(e_count)])
         logp = torch.randn(3, e_count, width).mul(seq.action_masks).requires_grad_()
         batch = RLBatch(0, episodes, seq, rewards, groups, logp, logp.detach().clone(), None, 4.0)
-        rrr_loss(batch, trainer.method.opts).loss.backward()
+        rrr_loss(batch, trainer.objective.opts).loss.backward()
         moved = logp.grad != 0
         assert not moved[0].any() and not moved[2].any()  # attempts 1 and 2: no gradient at all
         adv = group_advantages(rewards[1], groups, False)
@@ -171,7 +171,7 @@ def test_sft_on_own_good_traces_raises_the_reward(tmp_path, method):
     from harness.models import load_model
     from harness.rollout import HFGenerator, SamplingParams, run_episodes
     from harness.task import get_task
-    from harness.training.checkpoint import load_trained_policy
+    from harness.models import load_trained_policy
 
     options = {"method_options.iterations": 4} if method == "star" else {"method_options.samples": 16,
                                                                            "method_options.collect_problems": 32}

@@ -16,7 +16,7 @@ from harness.method import get_method
 from harness.models import load_model
 from harness.rollout import HFGenerator, SamplingParams, run_episodes
 from harness.task import get_task
-from harness.training.checkpoint import latest_checkpoint, load_state
+from harness.checkpoint import latest_checkpoint, load_state
 from harness.training.config import load_train_config
 from harness.training.loop import train
 from harness.training.sequences import TokenLogprobs, build_sequences

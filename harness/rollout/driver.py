@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from harness.grading import GradingPool
 from harness.method import Method, Request
 from harness.rollout.episode import Episode, Step
-from harness.rollout.generator import Generator, SamplingParams
+from harness.rollout.generator import Generator, SamplingParams, seed_for
 from harness.task import Item, Task
 
 
@@ -58,7 +58,7 @@ def run_episodes(
         prompt_ids = [_continuation(generator, episodes[i], pending[i]) for i in order]
         start = time.perf_counter()
         # Each round draws fresh randomness: attempt 2 must not reuse attempt 1's random numbers.
-        round_params = replace(params, n=1, seed=params.seed + 7919 * round_index)
+        round_params = replace(params, n=1, seed=seed_for(params.seed, "round", round_index))
         completions = generator.generate([pending[i].messages for i in order], round_params, on_tokens, prompt_ids)
         round_index += 1
         share = (time.perf_counter() - start) / len(order)
@@ -88,7 +88,6 @@ def run_episodes(
 def _stream(task, method, episodes, pending, generator, params, turns, pool, on_tokens, finished) -> list[Episode]:
     """Each episode runs its own chain of requests through the engine; they never wait for each other."""
     from harness.rollout.engine import Job
-    from harness.rollout.generator import request_seed
 
     # Seeds name the problem, its copy among repeats in this call and the step: reruns sample the same
     # text whatever the batch size or the order requests finish in.
@@ -102,7 +101,7 @@ def _stream(task, method, episodes, pending, generator, params, turns, pool, on_
     def job(i: int) -> Job:
         episode, request = episodes[i], requests[i]
         ids = _continuation(generator, episode, request) or generator.encode(request.messages)
-        return Job(i, ids, [request_seed(params.seed, episode.item.id, occurrence[i], len(episode.steps))])
+        return Job(i, ids, [seed_for(params.seed, episode.item.id, occurrence[i], len(episode.steps))])
 
     def done(i: int, completions, seconds: float) -> list[Job]:
         (completion,) = completions

@@ -107,7 +107,7 @@ class HFGenerator:
                 input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
                 attention[row, width - len(encoded[i]) :] = 1
             # One seed per batch position: reruns with the same inputs and batch size sample the same text.
-            torch.manual_seed(params.seed * 1_000_003 + start)
+            torch.manual_seed(seed_for(params.seed, "batch", start))
             with torch.inference_mode():
                 out = self.model.generate(
                     input_ids=input_ids.to(self.model.device),
@@ -153,13 +153,17 @@ class HFGenerator:
                           tuple(prompt))
 
 
-def request_seed(*parts: object) -> int:
-    """A 63-bit seed from the parts that identify one request (run seed, problem, sample, step): stable
-    across processes and independent of which requests share a batch."""
+def seed_for(*parts: object) -> int:
+    """THE seed derivation: a 63-bit seed from the parts that identify one random draw (run seed, then
+    e.g. problem, sample and step; or training step, process and call): stable across processes and
+    independent of which requests share a batch. The trainer, the driver and the generators all use it."""
     import hashlib
 
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+request_seed = seed_for  # the name other generator backends import
 
 
 class EngineGenerator(HFGenerator):
@@ -199,7 +203,7 @@ class EngineGenerator(HFGenerator):
     ) -> list[list[Completion]]:
         from harness.rollout.engine import Job
 
-        jobs = [Job(i, ids, [request_seed(params.seed, i, k) for k in range(params.n)])
+        jobs = [Job(i, ids, [seed_for(params.seed, i, k) for k in range(params.n)])
                 for i, ids in enumerate(self.encode_all(chats, prompt_ids))]
         results: list[list[Completion] | None] = [None] * len(chats)
 

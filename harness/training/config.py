@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.config import DTYPES, build, check_device, check_fields, merge, parse_overrides, read_yaml, setting
 from harness.errors import HarnessError
+from harness.lora import LoraSettings
+from harness.store import run_hash
 
 
 def _trackers() -> tuple[str, ...]:
@@ -22,20 +22,6 @@ def _installed_trackers(names: list[str]) -> str | None:
 
     missing = [n for n in names if importlib.util.find_spec(n) is None]
     return f"names {', '.join(missing)}, which is not installed (report_to=none turns logging off)" if missing else None
-
-
-DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-@dataclass
-class LoraSettings:
-    enabled: bool = True  # False = full fine-tuning
-    rank: int = setting(16, ge=1)
-    alpha: int = setting(32, gt=0)
-    dropout: float = setting(0.0, ge=0, lt=1)
-    # The default list is filtered to the modules a model has; a list given explicitly must all exist.
-    targets: list[str] = setting(factory=lambda: list(DEFAULT_TARGETS),
-                                 check=lambda t: None if t else "must name at least one module")
 
 
 @dataclass
@@ -76,7 +62,7 @@ class TrainConfig:
         if self.out:
             return Path(self.out)
         what = {k: v for k, v in asdict(self).items() if k not in LOCATION}  # the same run wherever data lives
-        digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        digest = run_hash(what)
         model = Path(self.model).name if "/" in self.model else self.model
         return Path(self.results_dir) / "runs" / f"train-{self.method}-{self.task}-{model}-{digest}"
 
@@ -84,6 +70,7 @@ class TrainConfig:
         """Rules across fields and registries (each field's own rule is checked by `build`)."""
         from harness.method import METHODS
         from harness.task import get_task
+        from harness.training.objective import parse_options
 
         check_fields(self.lora, "lora")
         if self.problems_per_step % self.grad_accum:
@@ -92,12 +79,10 @@ class TrainConfig:
         if self.split not in task.splits:
             raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")
         method = METHODS.get(self.method)(**self.method_options)
-        if method.kind not in ("rl", "sft"):
+        if method.objective is None:
             raise HarnessError(f"method {self.method!r} is {method.kind}: it has nothing to train")
-        if method.options_class is not None:
-            method.parse_options()  # unknown or out-of-range method_options: one line, before any work
-        elif self.method_options:
-            raise HarnessError(f"method {self.method!r} takes no method_options")
+        # Unknown or out-of-range method_options: one line, before any work.
+        parse_options(method.objective.options_class, method.options, self.method)
 
 
 # Fields that say where things are, not what a run is.

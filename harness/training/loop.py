@@ -1,7 +1,13 @@
-"""The training loop shared by every trained method. RL: roll out episodes with the core (the method's
-`rollout`), grade them, compute per-token log-probs of every attempt in one forward pass (policy and
-reference), apply the method's loss, step. SFT: collect an iteration's examples, then cross-entropy on
-their target spans. Both log, checkpoint and resume the same way, and run under `accelerate launch`."""
+"""The training loop shared by every trained method. The method names its objective
+(harness/training/objective.py); the loop dispatches on the objective's type.
+
+RL (`RLObjective`): roll out episodes with the core (`objective.rollout`), grade them, compute per-token
+log-probs of every attempt in one forward pass (policy and reference), backpropagate `objective.loss`
+per micro-batch, then one optimizer step. SFT (`SFTObjective`): collect an iteration's examples
+(`objective.collect`), then cross-entropy on their target spans. The trainer owns every trainable
+module: the policy and whatever the objective's `setup` declares (one parameter group each), and
+averages, clips, steps, checkpoints and restores them all. Both kinds log, checkpoint and resume the
+same way, and run under `accelerate launch`."""
 
 from __future__ import annotations
 
@@ -14,16 +20,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from harness.errors import HarnessError, Interrupted, warn
 from harness.method import Method, get_method
+from harness.metrics import statistics
 from harness.rollout import EngineGenerator, SamplingParams, run_episodes
+from harness.rollout.generator import seed_for
 from harness.rollout.episode import Episode
 from harness.task import Item, Task, get_task
-from harness.training import checkpoint as ckpt
+from harness import checkpoint as ckpt
 from harness.training.config import TrainConfig
-from harness.training.objective import RLBatch, TrainContext
+from harness.training.objective import RLBatch, RLObjective, SFTObjective, TrainContext, TrainableModule
 from harness.training.policy import attach_lora, reference_mode
 from harness.training.rewards import GraderReward
 from harness.training.sequences import TokenLogprobs, build_sequences
@@ -57,7 +66,7 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        from harness.models import auto_bf16, load_model, pick_device
+        from harness.models import auto_bf16, pick_device
 
         self.config = config
         self.run_dir = run_dir
@@ -68,14 +77,14 @@ class Trainer:
         self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if bf16 else "no",
                                        log_with=config.report_to or None, project_dir=str(run_dir))
         self.task: Task = get_task(config.task)
-        self.method: Method = get_method(config.method, **config.method_options)
-        if self.method.kind not in ("rl", "sft"):
+        self.method: Method = get_method(config.method, **config.method_options)  # how attempts are asked for
+        if self.method.objective is None:
             raise HarnessError(f"method {config.method!r} is {self.method.kind}: it has nothing to train")
-        if self.method.kind == "sft" and self.accelerator.num_processes > 1:
+        self.objective: RLObjective | SFTObjective = self.method.objective(self.method)  # what is optimised
+        if isinstance(self.objective, SFTObjective) and self.accelerator.num_processes > 1:
             raise HarnessError(f"{config.method} collects its data on one process; multi-process SFT is not supported yet")
         self.items = items if items is not None else self.task.load(config.split, config.data_dir)
-        loaded = load_model(config.model, "float32" if config.dtype == "auto" else config.dtype,
-                            str(self.accelerator.device))
+        loaded = self._load_model(config.model)
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         # The reference policy: the base model. With LoRA it is the same weights with adapters off; full
@@ -87,21 +96,39 @@ class Trainer:
         self.pool = None  # the grading pool, set by train()
         self._sample_calls = (-1, 0)  # (step, calls in it): each sampling call of a step gets its own seed
         self.context = TrainContext(self.accelerator, self.policy, self.tokenizer, config, self.accelerator.device,
-                                    self.task, self.generator, self.eos_ids, self.sample)
-        self.method.setup(self.context)
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+                                    self.task, self.generator, self.eos_ids, self.sample, self._load_model)
+        # The policy's parameters are those trainable before the objective adds its own modules.
+        self.policy_params = {n: p for n, p in self.policy.named_parameters() if p.requires_grad}
+        self.modules: list[TrainableModule] = self.objective.setup(self.context)
+        self.module_params = [m.parameters() for m in self.modules]
+        # One parameter group per module: the policy's (warmup, weight decay) first, then each declared one.
+        groups = [{"params": list(self.policy_params.values())}] + [
+            {"params": list(params.values()), "lr": m.lr, "weight_decay": m.weight_decay}
+            for m, params in zip(self.modules, self.module_params)]
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         warmup = max(config.warmup_steps, 0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+        schedules = [lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0] + [lambda s: 1.0] * len(self.modules)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
+        # DDP wraps the policy only; a declared module's gradients are averaged in `_optimizer_step`.
         self.logprobs_model, self.optimizer, self.scheduler = self.accelerator.prepare(
             TokenLogprobs(self.policy), optimizer, scheduler)
+        for params in self.module_params:  # trainable from now on, whichever LoRA adapter is active
+            for p in params.values():
+                p.requires_grad_(True)
         self.reference_logprobs = TokenLogprobs(self.reference) if self.reference is not None else \
             self.accelerator.unwrap_model(self.logprobs_model)
         self.rewards = GraderReward()
         self.step = 0
         self.cursor = Cursor()
-        self.sft = SFTSchedule.open(run_dir, self.method.opts, config.max_steps, config.problems_per_step,
-                                    config.seed) if self.method.kind == "sft" else None
+        self.sft = SFTSchedule.open(run_dir, self.objective.opts, config.max_steps, config.problems_per_step,
+                                    config.seed) if isinstance(self.objective, SFTObjective) else None
+
+    def _load_model(self, spec: str):
+        """The policy's model, or another for the objective (a separate critic) loaded the same way."""
+        from harness.models import load_model
+
+        return load_model(spec, "float32" if self.config.dtype == "auto" else self.config.dtype,
+                          str(self.accelerator.device))
 
     # ---- data and rollout -------------------------------------------------------------------
     def next_problems(self, count: int | None = None) -> list[Item]:
@@ -119,9 +146,9 @@ class Trainer:
         step, calls = self._sample_calls
         calls = calls + 1 if step == self.step else 0
         self._sample_calls = (self.step, calls)
+        # Its own seed for each (step, process, call): no two sampling calls of a run share one.
         params = SamplingParams(self.config.temperature, self.config.top_p, self.config.max_new_tokens, 1,
-                                seed=self.config.seed * 1_000_003 + self.step * 101 + self.accelerator.process_index
-                                + 1_000_000_007 * calls)  # a prime: no (step, call) pair shares a seed
+                                seed=seed_for(self.config.seed, "train", self.step, self.accelerator.process_index, calls))
         self.policy.eval()
         try:
             return run_episodes(self.task, self.method, items or [], self.generator, params, turns, self.pool,
@@ -130,7 +157,7 @@ class Trainer:
             self.policy.train()
 
     def rollout(self, problems: list[Item]) -> list[Episode]:
-        return self.method.rollout(self.context, problems)
+        return self.objective.rollout(self.context, problems)
 
     # ---- one update -------------------------------------------------------------------------
     def update(self, episodes: list[Episode]) -> dict[str, float]:
@@ -138,9 +165,9 @@ class Trainer:
         config = self.config
         if not episodes:  # e.g. RRR when every first attempt was right: nothing to learn from this step
             return self._skip_step()
-        sequences = build_sequences(episodes, self.tokenizer.pad_token_id, self.eos_ids, self.method.masked_steps)
+        sequences = build_sequences(episodes, self.tokenizer.pad_token_id, self.eos_ids, self.objective.masked_steps)
         rewards = self.rewards(episodes)
-        keys = [self.method.group_key(e) for e in episodes]
+        keys = [self.objective.group_key(e) for e in episodes]
         first = {key: i for i, key in reversed(list(enumerate(keys)))}
         groups = torch.tensor([first[key] for key in keys])
         micro = _split_by_group(groups.tolist(), config.grad_accum)
@@ -148,13 +175,13 @@ class Trainer:
         device = self.accelerator.device
         for rows in micro:
             part = sequences.select(rows).to(device)
-            logp, entropy = self._logprobs(self.logprobs_model, part, self.method.needs_entropy)
+            logp, entropy = self._logprobs(self.logprobs_model, part, self.objective.needs_entropy)
             with torch.no_grad(), reference_mode(self.policy):
                 ref, _ = self._logprobs(self.reference_logprobs, part, False)
             index = torch.tensor(rows)
             batch = RLBatch(self.step, [episodes[r] for r in rows], part, rewards[:, index].to(device),
-                            groups[index].to(device), logp, ref, entropy, float(config.max_new_tokens), 1 / len(micro))
-            out = self.method.loss(batch, self.context)
+                            groups[index].to(device), logp, ref, entropy, float(config.max_new_tokens))
+            out = self.objective.loss(batch, self.context)
             self.accelerator.backward(out.loss / len(micro))
             for key, value in out.logs.items():
                 logs[key] = logs.get(key, 0.0) + value / len(micro)
@@ -163,12 +190,18 @@ class Trainer:
     def _optimizer_step(self, logs: dict[str, float]) -> dict[str, float]:
         config = self.config
         if config.max_grad_norm > 0:
-            logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(
-                [p for p in self.policy.parameters() if p.requires_grad], config.max_grad_norm))
+            logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(list(self.policy_params.values()),
+                                                                       config.max_grad_norm))
+        for module, params in zip(self.modules, self.module_params):
+            grads = [p for p in params.values() if p.grad is not None]
+            if self.accelerator.num_processes > 1:  # outside DDP: average its gradients here
+                for p in grads:
+                    p.grad = self.accelerator.reduce(p.grad, "mean")
+            if module.max_grad_norm > 0 and grads:
+                torch.nn.utils.clip_grad_norm_(grads, module.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.method.after_step(self.context)
         self.step += 1
         return logs
 
@@ -189,7 +222,7 @@ class Trainer:
             self.cursor = Cursor(**cursor)  # the data stream continues after what that collection used
             return examples, stats
         problems = self.next_problems(self.sft.collect_problems)
-        examples, stats = self.method.collect(self.context, problems)
+        examples, stats = self.objective.collect(self.context, problems)
         stats = {**stats, "examples": float(len(examples)), "iteration": float(iteration)}
         if self.accelerator.is_main_process:
             self.sft.save()
@@ -231,7 +264,7 @@ class Trainer:
         """Step counts at which a stage (or an SFT iteration) ends: the run checkpoints there."""
         if self.sft is not None:
             return {i * self.sft.steps_per_iteration for i in range(1, self.sft.iterations)}
-        return set(self.method.stage_ends())
+        return set(self.objective.stage_ends())
 
     def snapshot(self) -> tuple[dict[str, Any], Cursor]:
         """What a step's rollout changes in memory before its update: the RNG states and the data cursor."""
@@ -243,20 +276,26 @@ class Trainer:
         ckpt.set_rng_state(rng)
 
     def save(self) -> Path:
-        parts = {"weights": ckpt.trainable_state(self.policy), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_state(), "method": self.method.state_dict()}
+        modules = {m.name: ckpt.trainable_state(params) for m, params in zip(self.modules, self.module_params)}
+        parts = {"weights": ckpt.trainable_state(self.policy_params),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "rng": ckpt.rng_state(), "method": modules}
         return ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, parts,
                                     {"cursor": asdict(self.cursor), "config": asdict(self.config)})
 
     def load(self, folder: Path) -> None:
-        weights = ckpt.load_state(folder, "weights")
-        named = dict(self.policy.named_parameters())
+        modules = ckpt.load_state(folder, "method")
+        if set(modules) != {m.name for m in self.modules}:
+            raise HarnessError(f"{folder}: its modules ({', '.join(sorted(modules)) or 'policy only'}) are not the "
+                               f"ones {self.config.method} trains; written by another version of the method?")
         with torch.no_grad():
-            for name, value in weights.items():
-                named[name].copy_(value)
+            for name, value in ckpt.load_state(folder, "weights").items():
+                self.policy_params[name].copy_(value)
+            for module, params in zip(self.modules, self.module_params):
+                for name, value in modules[module.name].items():
+                    params[name].copy_(value)
         self.optimizer.load_state_dict(ckpt.load_state(folder, "optimizer"))
         self.scheduler.load_state_dict(ckpt.load_state(folder, "scheduler"))
-        self.method.load_state_dict(ckpt.load_state(folder, "method"))
         ckpt.set_rng_state(ckpt.load_state(folder, "rng"))
         state = json.loads((folder / "trainer_state.json").read_text())
         self.step, self.cursor = state["step"], Cursor(**state["cursor"])
@@ -271,12 +310,11 @@ def _split_by_group(groups: list[int], parts: int) -> list[list[int]]:
 
 
 def step_metrics(episodes: list[Episode]) -> dict[str, float]:
+    """The step's rewards as the paper tables measure them (harness.metrics), and its generated tokens."""
     if not episodes:
         return {}
-    r = torch.tensor([e.correct for e in episodes], dtype=torch.float32)
-    r1, r2 = r[:, 0], r[:, 1]
-    return {"r1": float(r1.mean()), "r2": float(r2.mean()), "delta": float((r2 - r1).mean()),
-            "i_to_c": float(((r1 == 0) & (r2 == 1)).float().mean()), "c_to_i": float(((r1 == 1) & (r2 == 0)).float().mean()),
+    r1, r2, delta, i_to_c, c_to_i = statistics(np.array([e.correct[:2] for e in episodes], dtype=bool))
+    return {"r1": float(r1), "r2": float(r2), "delta": float(delta), "i_to_c": float(i_to_c), "c_to_i": float(c_to_i),
             "tokens": float(sum(s.completion_tokens for e in episodes for s in e.steps))}
 
 
@@ -348,7 +386,7 @@ def train(config: TrainConfig, resume: bool = False,
                 logs = trainer.sft_update(batch)
             else:
                 logs = trainer.update(episodes)
-                stats = _gather_mean(accel, {**step_metrics(episodes), **trainer.method.rollout_logs()})
+                stats = _gather_mean(accel, {**step_metrics(episodes), **trainer.objective.rollout_logs()})
             record = {"step": trainer.step, **stats, **logs, "rollout_s": rollout_s,
                       "step_s": time.perf_counter() - start, "lr": trainer.scheduler.get_last_lr()[0]}
             if accel.is_main_process:
@@ -409,20 +447,15 @@ def _truncate_log(path: Path, step: int) -> None:
     killed write tore or the disk damaged (saying so in one line)."""
     if not path.is_file():
         return
-    from harness.store import atomic_write_bytes
+    from harness.store import BadLine, atomic_write_bytes, scan_jsonl
 
     data = path.read_bytes()
-    lines = data.split(b"\n")
-    torn = lines.pop()  # the part after the last newline: empty, or a line whose write was killed
+    lines, torn = scan_jsonl(data)
     kept, damaged = [], 0
-    for raw in lines:
-        try:
-            record = json.loads(raw.decode("utf-8"))
-            past = record["step"] > step
-        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
+    for _, raw, record in lines:
+        if isinstance(record, BadLine) or not isinstance(record.get("step"), (int, float)):
             damaged += 1
-            continue
-        if not past:
+        elif record["step"] <= step:
             kept.append(raw + b"\n")
     if torn or damaged:
         warn(f"{path}: cut {'a torn last line' if torn else ''}{' and ' if torn and damaged else ''}"

@@ -52,6 +52,23 @@ def batch_mean_baseline(rewards: torch.Tensor) -> torch.Tensor:
     return rewards.mean().expand_as(rewards)
 
 
+def baseline_advantages(rewards: torch.Tensor, groups: torch.Tensor, baseline: str) -> torch.Tensor:
+    """Reward minus a baseline: "loo" (leave-one-out within each group) or "batch_mean"."""
+    if baseline == "loo":
+        return rewards - leave_one_out_baseline(rewards, groups)
+    return rewards - batch_mean_baseline(rewards)
+
+
+def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, scale_by_std: bool) -> torch.Tensor:
+    """GRPO's advantage: reward minus its group's mean, optionally divided by the group's std."""
+    adv = torch.empty_like(rewards)
+    for g in groups.unique():
+        idx = groups == g
+        centred = rewards[idx] - rewards[idx].mean()
+        adv[idx] = centred / (rewards[idx].std(unbiased=False) + 1e-4) if scale_by_std else centred
+    return adv
+
+
 def shaped_second_reward(r1: torch.Tensor, r2: torch.Tensor, alpha: float) -> torch.Tensor:
     """SCoRe's bonus: r̂(y2) = r(y2) + α · (r(y2) - r(y1)), rewarding the flip itself."""
     return r2 + alpha * (r2 - r1)

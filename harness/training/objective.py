@@ -1,14 +1,27 @@
-"""What a trained method's loss sees each micro-batch, and what it returns."""
+"""The training contract: what a trained method gives the trainer, and what the trainer gives it.
+
+A method (harness/method.py) says how attempts are asked for; a trained method also names an objective
+class here. An `RLObjective` rolls out episodes and turns a micro-batch of them into a loss; an
+`SFTObjective` turns an iteration's samples into examples to fit. The loop dispatches on these types.
+Modules an objective trains besides the policy (A2C's critic) are declared by `setup` as
+`TrainableModule`s: the trainer gives them their parameter group, averages their gradients across
+processes, clips, steps, checkpoints and restores them, so an objective never does.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 
 from harness.rollout.episode import Episode
 from harness.training.sequences import SequenceBatch
+
+if TYPE_CHECKING:
+    from harness.method import Method
+    from harness.task import Item
+    from harness.training.sft import SFTExample
 
 
 @dataclass
@@ -20,9 +33,8 @@ class RLBatch:
     groups: torch.Tensor  # [E] problem index: samples of one problem share it
     logp: torch.Tensor  # [K, E, T] policy log-probs at each attempt's tokens (0 elsewhere)
     ref_logp: torch.Tensor  # [K, E, T] reference (adapters off), no gradient
-    entropy: torch.Tensor | None  # [K, E, T] policy entropies, when the method asks for them
+    entropy: torch.Tensor | None  # [K, E, T] policy entropies, when the objective asks for them
     norm: float  # constant divisor of sequence sums (the token budget)
-    scale: float = 1.0  # 1 / number of micro-batches: for losses a method backpropagates itself
 
     @property
     def masks(self) -> torch.Tensor:
@@ -31,13 +43,29 @@ class RLBatch:
 
 @dataclass
 class LossOutput:
-    loss: torch.Tensor
+    loss: torch.Tensor  # everything backpropagated: the policy's terms plus those of any declared module
     logs: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
+class TrainableModule:
+    """A module the trainer trains beside the policy, in its own parameter group."""
+
+    name: str  # its key in the checkpoint's "method" part
+    module: torch.nn.Module  # its parameters: `module.trainable_parameters()` if defined, else those requiring grad
+    lr: float
+    max_grad_norm: float = 0.0  # 0: no clipping (clipped on its own, not with the policy)
+    weight_decay: float = 0.01
+
+    def parameters(self) -> dict[str, torch.nn.Parameter]:
+        if hasattr(self.module, "trainable_parameters"):
+            return dict(self.module.trainable_parameters())
+        return {n: p for n, p in self.module.named_parameters() if p.requires_grad}
+
+
+@dataclass
 class TrainContext:
-    """Handles a method may need: the accelerator, the policy, the config, and sampling from the policy."""
+    """Handles an objective may need: the accelerator, the policy, the config, and sampling from the policy."""
 
     accelerator: Any
     policy: Any  # the peft-wrapped causal LM (unwrapped from DDP)
@@ -50,3 +78,87 @@ class TrainContext:
     # sample(items, turns, episodes=None) -> list[Episode]: the method's rollout with the current policy,
     # seeded by (seed, step, call), graded; `episodes` continues existing ones instead of starting fresh.
     sample: Callable[..., list[Episode]] | None = None
+    # load_model(spec) -> LoadedModel: another model (a separate critic) in the dtype the policy was loaded in.
+    load_model: Callable[[str], Any] | None = None
+
+
+def parse_options(options_class: type | None, options: dict[str, Any], method: str) -> Any:
+    """The typed options of `method` from its `method_options`: strings coerced, unknown keys and values
+    out of range refused with one line (HarnessError)."""
+    from harness.config import build
+    from harness.errors import HarnessError
+
+    if options_class is None:
+        if options:
+            raise HarnessError(f"method {method!r} takes no method_options")
+        return None
+    return build(options_class, options, f"{method} option")
+
+
+class Objective:
+    """What a trained method optimises. Built by the trainer with the method (for its requests) and
+    its options; `setup` runs once the policy exists."""
+
+    kind: ClassVar[str] = ""  # rl | sft: what `harness methods` shows
+    options_class: ClassVar[type | None] = None  # the dataclass of its `method_options`, with defaults
+
+    def __init__(self, method: "Method"):
+        self.method = method
+        self.opts = parse_options(self.options_class, method.options, method.name)
+
+    def setup(self, ctx: TrainContext) -> list[TrainableModule]:
+        """Build what it needs once the policy exists; returns the modules it trains besides the policy."""
+        return []
+
+    def stage_ends(self) -> list[int]:
+        """Step counts at which one of its training stages ends (the trainer checkpoints there)."""
+        return []
+
+
+class RLObjective(Objective):
+    kind = "rl"
+    needs_entropy: ClassVar[bool] = False  # ask the trainer for per-token policy entropies
+    masked_steps: ClassVar[str] = "attempts"  # the loss sees per-attempt masks, or per-step ("all": reflections too)
+
+    def rollout(self, ctx: TrainContext, problems: list["Item"]) -> list[Episode]:
+        """The episodes one RL step learns from: `samples_per_problem` 2-attempt episodes per problem."""
+        return ctx.sample([item for item in problems for _ in range(ctx.config.samples_per_problem)], turns=2)
+
+    def group_key(self, episode: Episode) -> Any:
+        """Episodes with the same key share a baseline: by default the samples of one problem."""
+        return episode.item.id
+
+    def rollout_logs(self) -> dict[str, float]:
+        """Statistics of the last rollout worth logging beyond the per-attempt rewards."""
+        return {}
+
+    def loss(self, batch: RLBatch, ctx: TrainContext) -> LossOutput:
+        raise NotImplementedError
+
+
+class SFTObjective(Objective):
+    """Collect-then-fit: `collect` builds an iteration's examples; the trainer fits their target spans."""
+
+    kind = "sft"
+
+    def collect(self, ctx: TrainContext, problems: list["Item"]) -> tuple[list["SFTExample"], dict[str, float]]:
+        """This iteration's examples from the current policy's samples, and statistics to log."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class TwoStages:
+    """A two-stage schedule (SCoRe, A2C): stage I for the first `stage1_steps` optimizer steps, then stage II."""
+
+    stage1_steps: int
+
+    @classmethod
+    def of(cls, stage1_steps: int, max_steps: int) -> "TwoStages":
+        """`stage1_steps` 0 means a third of max_steps (at least one step)."""
+        return cls(stage1_steps or max(1, max_steps // 3))
+
+    def stage_of(self, step: int) -> int:
+        return 1 if step < self.stage1_steps else 2
+
+    def ends(self) -> list[int]:
+        return [self.stage1_steps]

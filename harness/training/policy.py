@@ -3,39 +3,12 @@ policy is the same model with its adapters disabled, so no second copy of the we
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
 import torch
 
-from harness.errors import HarnessError
-from harness.training.config import DEFAULT_TARGETS, LoraSettings
-
-
-def attach_lora(model: torch.nn.Module, settings: LoraSettings, seed: int) -> torch.nn.Module:
-    if not settings.enabled:
-        model.train()
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    # peft asks transformers 5 a deprecated question on every forward; the answer is right, the warning noise.
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
-
-    torch.manual_seed(seed)  # LoRA's A matrices are random: same seed, same start
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = [t for t in settings.targets if t in present]
-    # The default list covers several architectures and is filtered; targets named by the user must all exist.
-    missing = [t for t in settings.targets if t not in present]
-    if not targets or (missing and settings.targets != DEFAULT_TARGETS):
-        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-                         if isinstance(m, torch.nn.Linear) and "." in name})
-        raise HarnessError(f"lora.targets: {', '.join(missing)} not in this model; its linear layers: {', '.join(linear)}")
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=targets, task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, config)
-    peft_model.train()
-    return peft_model
+from harness.lora import LoraSettings, attach_lora  # noqa: F401 (attach_lora: the trainer and methods import it here)
 
 
 def reference_mode(policy: torch.nn.Module):
@@ -44,12 +17,35 @@ def reference_mode(policy: torch.nn.Module):
     return policy.disable_adapter() if hasattr(policy, "disable_adapter") else nullcontext()
 
 
+def add_adapter(policy: torch.nn.Module, name: str, settings: LoraSettings) -> None:
+    """A second LoRA adapter `name` on the policy's target modules (e.g. a critic sharing its base)."""
+    from peft import LoraConfig
+
+    policy.add_adapter(name, LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                                        target_modules=list(policy.peft_config["default"].target_modules),
+                                        task_type="CAUSAL_LM"))
+
+
+def adapter_parameters(policy: torch.nn.Module, name: str) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in policy.named_parameters() if f".{name}." in n}
+
+
+def decoder(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformer body (hidden states, no LM head) of a causal LM, peft-wrapped or not."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder()
+
+
 @contextmanager
 def adapter(policy: torch.nn.Module, name: str) -> Iterator[None]:
-    """Run with another named LoRA adapter active (e.g. the critic's), then switch back."""
+    """Run with another named LoRA adapter active (e.g. the critic's), then switch back. peft's switch
+    also flips which adapter requires grad; the trainer decides that, so every flag is put back."""
+    flags = [(p, p.requires_grad) for p in policy.parameters()]
     previous = policy.active_adapter
     policy.base_model.set_adapter(name)
     try:
         yield
     finally:
         policy.base_model.set_adapter(previous)
+        for p, flag in flags:
+            p.requires_grad_(flag)

@@ -18,12 +18,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harness.config import setting
-from harness.method import Method
 from harness.rollout.episode import Episode, Step
 from harness.training.sequences import SequenceBatch, build_sequences
 
 if TYPE_CHECKING:
-    from harness.task import Item
     from harness.training.objective import TrainContext
 
 
@@ -83,20 +81,6 @@ class SFTOptions:
     iterations: int = setting(1, ge=1)  # collect-then-fit rounds
     steps_per_iteration: int = setting(0, ge=0)  # 0: max_steps // iterations, the last takes the rest (fixed when the run starts)
     collect_problems: int = setting(0, ge=0)  # problems sampled per iteration; 0: problems_per_step x steps per iteration
-
-
-class SFTMethod(Method):
-    """Base of the SFT methods: they state how an iteration's examples are built (`collect`)."""
-
-    kind = "sft"
-    options_class = SFTOptions
-
-    def setup(self, ctx: "TrainContext") -> None:
-        self.opts = self.parse_options()
-
-    def collect(self, ctx: "TrainContext", problems: list["Item"]) -> tuple[list[SFTExample], dict[str, float]]:
-        """This iteration's examples from the current policy's samples, and statistics to log."""
-        raise NotImplementedError
 
 
 @dataclass

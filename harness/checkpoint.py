@@ -84,8 +84,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+def trainable_state(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+    """Named parameters as CPU tensors for a checkpoint part."""
+    return {n: p.detach().cpu().contiguous() for n, p in params.items()}
 
 
 STATE_FILE = "trainer_state.json"
@@ -184,47 +185,3 @@ def require_checkpoint(run_dir: Path) -> Path:
         damaged = " (all damaged)" if checkpoints(run_dir) else ""
         raise HarnessError(f"{run_dir}: no checkpoint found under checkpoints/{damaged}")
     return found
-
-
-def read_run_config(run_dir: Path) -> dict[str, Any]:
-    """A training run's config.yaml, which must name its method and model (one-line error otherwise)."""
-    from harness.config import read_yaml
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise HarnessError(f"{run_dir}: not a training run (no config.yaml)")
-    config = read_yaml(path)
-    for key in ("method", "model"):
-        if not isinstance(config.get(key), str) or not config[key]:
-            raise HarnessError(f"{path}: names no {key}")
-    return config
-
-
-def load_trained_policy(run_dir: Path, dtype: str = "auto", device: str = "auto"):
-    """The trained policy of a run, as a LoadedModel: its base model with the last checkpoint's
-    weights (LoRA merged into the base, so generation runs at base-model speed)."""
-    from harness.config import build
-    from harness.models import load_model
-    from harness.training.config import LoraSettings
-    from harness.training.policy import attach_lora
-
-    folder = require_checkpoint(Path(run_dir))
-    config = read_run_config(Path(run_dir))
-    loaded = load_model(config["model"], dtype, device)
-    lora = build(LoraSettings, config.get("lora", {}), "lora")
-    model = attach_lora(loaded.model, lora, config.get("seed", 0))
-    weights = load_state(folder, "weights")
-    named = dict(model.named_parameters())
-    missing = sorted(set(weights) - set(named))
-    if missing:
-        raise HarnessError(f"{folder}: checkpoint weights do not fit the model ({missing[0]} ...)")
-    with torch.no_grad():
-        for name, value in weights.items():
-            named[name].copy_(value.to(named[name].dtype))
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.eval()
-    loaded.model = model
-    loaded.model_id = f"{loaded.model_id}+{Path(run_dir).name}/{folder.name}"
-    loaded.weights_sha256 = file_sha256(folder / "weights.safetensors")
-    return loaded
