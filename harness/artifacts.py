@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.diagnostics import (RowDiagnostics, attempts, compute, paired_mcnemar_p, parameter_count,
-                                 row_diagnostics, training_tokens)
+from harness.diagnostics import (RowDiagnostics, attempts, compute, episodes_csv, paired_mcnemar_p,
+                                 parameter_count, row_diagnostics, training_tokens)
 from harness.errors import HarnessError, warn
 from harness.metrics import TurnMetrics, self_correction_metrics
 from harness.reported import reported_rows, sources
@@ -141,6 +141,11 @@ def write_metric_plots(folder: Path, metrics: dict[str, TurnMetrics], title: str
     return written
 
 
+def write_episodes(folder: Path, rows: dict[str, list[dict[str, Any]]], turns: int) -> list[Path]:
+    """episodes.csv: the diagnostics of every episode of every diagnosed row (none: nothing written)."""
+    return [atomic_write_text(folder / "episodes.csv", episodes_csv(rows, turns))] if rows else []
+
+
 def _manifest_model(run_dir: Path) -> dict[str, Any] | None:
     """The model entry of a run's manifest.json (None when there is none or it is damaged)."""
     try:
@@ -204,6 +209,7 @@ def write_compare_outputs(folder: Path, spec: dict[str, Any]) -> Outputs:
     text = caption(config["task"], config["split"], config["model"], turns, config["temperature"], config["seed"])
     out.title = f"{config['task']} ({config['split']}), {config['model']}, n = {len(spec['problem_ids'])}"
     out.written += write_tables(folder, rows, turns, text, f"tab:selfcorrect-{slug(config['task'])}", citations)
+    out.written += write_episodes(folder, {label: stored[label] for label in out.diagnostics}, turns)
     out.written += write_metric_plots(folder, out.metrics, out.title, out.diagnostics)
     for row in spec["rows"]:
         if row.get("checkpoint"):
@@ -253,5 +259,6 @@ def _report_eval_run(path: Path) -> Outputs:
     out.rows = list(rows)
     out.diagnostics = {label: rows[0].diagnostics} if rows[0].diagnostics is not None else {}
     out.written += write_tables(path, rows, turns, text, f"tab:selfcorrect-{slug(task)}")
+    out.written += write_episodes(path, {label: samples} if out.diagnostics else {}, turns)
     out.written += write_metric_plots(path, out.metrics, out.title, out.diagnostics)
     return out

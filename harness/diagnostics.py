@@ -59,6 +59,27 @@ def episode_diagnostics(record: dict[str, Any], turns: int | None = None) -> Epi
     return EpisodeDiagnostics(ratios, _answer(steps[0]) != _answer(steps[-1]), f"{first}→{second}")
 
 
+def episodes_csv(rows: dict[str, list[dict[str, Any]]], turns: int) -> str:
+    """One line per (method, episode): its transition, whether the answer changed, attempt 1's and attempt K's
+    extracted answers, and the edit ratio of each consecutive pair (for finding the episodes behind a number)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["method", "id", "transition", "answer_changed", "answer_first", "answer_last",
+                     *(f"edit_ratio_{k}_{k + 1}" for k in range(1, turns))])
+    for label, samples in rows.items():
+        for record in samples:
+            found = episode_diagnostics(record, turns)
+            steps = attempts(record, turns)
+            answers = [(step.get("grade") or {}).get("extracted") for step in (steps[0], steps[-1])]
+            writer.writerow([label, record.get("id", ""), found.transition, int(found.answer_changed),
+                             *("" if a is None else str(a) for a in answers),
+                             *(format(r, ".6f") for r in found.edit_ratios), *[""] * (turns - len(steps))])
+    return buffer.getvalue()
+
+
 @dataclass(frozen=True)
 class RowDiagnostics:
     n: int

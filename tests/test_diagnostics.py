@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness.artifacts import report
-from harness.diagnostics import (budget_note, compute, edit_ratio, episode_diagnostics, paired_mcnemar_p,
-                                 parameter_count, row_diagnostics, training_tokens)
+from harness.diagnostics import (budget_note, compute, edit_ratio, episode_diagnostics, episodes_csv,
+                                 paired_mcnemar_p, parameter_count, row_diagnostics, training_tokens)
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 
@@ -87,6 +87,15 @@ def test_row_diagnostics_pool_the_episodes():
     assert sorted(row.edit_ratios) == pytest.approx([0, 0, 2 / 13, 2 / 11, 1])
 
 
+def test_episodes_csv_lists_each_episode_of_each_method():
+    lines = episodes_csv({"m": [e[0] for e in EPISODES[:3]], "n": [EPISODES[4][0]]}, turns=2).splitlines()
+    assert lines == ["method,id,transition,answer_changed,answer_first,answer_last,edit_ratio_1_2",
+                     "m,p1,i→i,0,12,12,0.000000",
+                     "m,p2,i→c,1,6,8,0.181818",  # 2 / 11
+                     "m,p3,c→i,1,42,24,1.000000",
+                     "n,p5,i→i,1,,,0.153846"]  # 2 / 13; no extracted answers
+
+
 def test_paired_mcnemar_against_base_on_a_hand_made_case():
     def verdicts(pattern: str) -> list[dict]:  # Acc@t2 verdicts; attempt 1 is not looked at
         return [{"id": f"q{i}", "correct": [c == "0", c == "1"]} for i, c in enumerate(pattern)]
@@ -146,7 +155,7 @@ def test_report_of_the_reference_shows_diagnostics_equal_to_the_samples_and_is_b
     copy = tmp_path / "reference"
     shutil.copytree(source, copy, ignore=shutil.ignore_patterns("checkpoints"))
     folder = copy / "compare" / name
-    names = ("table.md", "table.csv", "table.tex", "edit_ratio.png", "edit_ratio.pdf", "transitions.png",
+    names = ("table.md", "table.csv", "table.tex", "episodes.csv", "edit_ratio.png", "edit_ratio.pdf", "transitions.png",
              "transitions.pdf")
     report(folder)
     first = {n: (folder / n).read_bytes() for n in names}
@@ -172,5 +181,8 @@ def test_report_of_the_reference_shows_diagnostics_equal_to_the_samples_and_is_b
     assert rows["base"]["mcnemar_p_vs_base"] == ""
     assert float(rows["self-refine"]["mcnemar_p_vs_base"]) == pytest.approx(
         paired_mcnemar_p(samples["base"], samples["self-refine"]))
+    episodes = _csv(folder / "episodes.csv")
+    assert len(episodes) == len(spec["rows"]) * len(spec["problem_ids"])
+    assert [e["id"] for e in episodes if e["method"] == "base"] == spec["problem_ids"]
     markdown = (folder / "table.md").read_text()
     assert "**Diagnostics and compute**" in markdown and "| Method | Answer changed % | Median edit ratio |" in markdown
