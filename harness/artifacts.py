@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.diagnostics import (RowDiagnostics, attempts, compute, episodes_csv, paired_mcnemar_p,
+                                 parameter_count, row_diagnostics, training_tokens)
 from harness.errors import HarnessError
 from harness.metrics import TurnMetrics, score_samples
 from harness.reported import reported_rows, sources
@@ -26,6 +28,8 @@ class Outputs:
     title: str = ""
     metrics: dict[str, TurnMetrics] = field(default_factory=dict)  # label -> metrics of measured rows
     tokens: dict[str, float] = field(default_factory=dict)  # label -> generated tokens per problem
+    diagnostics: dict[str, RowDiagnostics] = field(default_factory=dict)  # label -> edit ratios, transitions
+    rows: list[TableRow] = field(default_factory=list)  # the measured table rows
     written: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # one line each, for the terminal
 
@@ -55,9 +59,18 @@ def older_grades_warning(count: int, total: int, folder: Path) -> list[str]:
 
 def summarize_rows(spec: dict[str, Any], outputs: Outputs) -> None:
     """Put each row's n, tokens per problem and metrics into a compare.json `spec` (in place)."""
+    table = {row.label: row for row in outputs.rows}
     for row in spec["rows"]:
         metrics = outputs.metrics[row["label"]]
         row.update(n=metrics.n, tokens_per_problem=outputs.tokens[row["label"]], metrics=metrics.to_dict())
+        found = table.get(row["label"])
+        if found is not None and found.diagnostics is not None and found.compute is not None:
+            d, c = found.diagnostics, found.compute
+            row["diagnostics"] = {"answer_changed": d.answer_changed, "median_edit_ratio": d.median_edit_ratio,
+                                  "transitions": d.transitions, "mcnemar_p_vs_base": found.p_vs_base,
+                                  "generated_tokens": c.generated_tokens, "prefill_tokens": c.prefill_tokens,
+                                  "seconds": c.seconds, "parameters": c.parameters,
+                                  "inference_flops": c.inference_flops, "training_flops": c.training_flops}
 
 
 def slug(text: str) -> str:
@@ -76,13 +89,46 @@ def write_tables(folder: Path, rows: list[TableRow], turns: int, text: str, labe
             atomic_write_text(folder / "table.tex", render_latex(rows, turns, text, label))]
 
 
-def write_metric_plots(folder: Path, metrics: dict[str, TurnMetrics], title: str) -> list[Path]:
-    from harness.plots import accuracy_plot, attempts_plot, flips_plot
+def write_metric_plots(folder: Path, metrics: dict[str, TurnMetrics], title: str,
+                       diagnostics: dict[str, RowDiagnostics] | None = None) -> list[Path]:
+    from harness.plots import accuracy_plot, attempts_plot, edit_ratio_plot, flips_plot, transitions_plot
 
     written = accuracy_plot(metrics, title, folder / "accuracy") + flips_plot(metrics, title, folder / "flips")
     if max(len(m.accuracy) for m in metrics.values()) > 2:
         written += attempts_plot(metrics, title, folder / "accuracy_by_attempt")
+    if diagnostics:
+        written += edit_ratio_plot(diagnostics, title, folder / "edit_ratio")
+        written += transitions_plot(diagnostics, title, folder / "transitions")
     return written
+
+
+def write_episodes(folder: Path, rows: dict[str, list[dict[str, Any]]], turns: int) -> list[Path]:
+    """episodes.csv: the diagnostics of every episode of every diagnosed row (none: nothing written)."""
+    return [atomic_write_text(folder / "episodes.csv", episodes_csv(rows, turns))] if rows else []
+
+
+def _manifest_model(run_dir: Path) -> dict[str, Any] | None:
+    """The model entry of a run's manifest.json (None when there is none or it is damaged)."""
+    try:
+        model = json.loads((run_dir / "manifest.json").read_bytes().decode("utf-8")).get("model")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return model if isinstance(model, dict) else None
+
+
+def diagnosed_row(label: str, metrics: TurnMetrics, tokens: float, samples: list[dict[str, Any]], turns: int,
+                  run_dir: Path, training_run: Path | None = None, base: list[dict[str, Any]] | None = None):
+    """A measured table row with its diagnostics, compute and (given `base`'s samples) paired p; records
+    without their attempts' steps (hand-written or very old ones) give a row without diagnostics."""
+    if not all(len(attempts(s, turns)) >= min(turns, 2) for s in samples):
+        return measured_row(label, metrics, tokens)
+    diagnostics = row_diagnostics(samples, turns)
+    trained = None
+    if training_run is not None:
+        trained = training_tokens(read_jsonl(training_run / "log.jsonl"))
+    spent = compute(samples, parameter_count(_manifest_model(run_dir)), turns, trained)
+    p_value = paired_mcnemar_p(base, samples) if base is not None else None
+    return measured_row(label, metrics, tokens, diagnostics, spent, p_value)
 
 
 def write_training_plot(run_dir: Path, stem: Path, title: str) -> list[Path]:
@@ -103,12 +149,20 @@ def write_compare_outputs(folder: Path, spec: dict[str, Any]) -> Outputs:
         if row.get("checkpoint") and not (folder / row["checkpoint"] / "log.jsonl").is_file():
             raise HarnessError(f"{folder / row['checkpoint']}: no log.jsonl for the training curves of {row['label']!r}")
     older = 0
+    stored: dict[str, list[dict[str, Any]]] = {}
     for row in spec["rows"]:
-        samples = read_samples(folder / row["run_dir"], spec["problem_ids"])
+        samples = stored[row["label"]] = read_samples(folder / row["run_dir"], spec["problem_ids"])
         out.metrics[row["label"]], out.tokens[row["label"]] = score(samples, turns)
         older += older_grades(samples)
     out.warnings += older_grades_warning(older, len(spec["rows"]) * len(spec["problem_ids"]), folder)
-    rows = [measured_row(label, m, out.tokens[label]) for label, m in out.metrics.items()]
+    base = next((stored[r["label"]] for r in spec["rows"] if r.get("method", r["label"]) == "base"
+                 and not r.get("checkpoint")), None)
+    rows = [diagnosed_row(r["label"], out.metrics[r["label"]], out.tokens[r["label"]], stored[r["label"]], turns,
+                          folder / r["run_dir"], folder / r["checkpoint"] if r.get("checkpoint") else None,
+                          base if r.get("method", r["label"]) != "base" or r.get("checkpoint") else None)
+            for r in spec["rows"]]
+    out.rows = list(rows)
+    out.diagnostics = {row.label: row.diagnostics for row in rows if row.diagnostics is not None}
     citations: list[tuple[str, str]] = []
     if config.get("reported"):
         rows += [table_reported_row(r) for r in reported_rows(config["task"])]
@@ -116,7 +170,8 @@ def write_compare_outputs(folder: Path, spec: dict[str, Any]) -> Outputs:
     text = caption(config["task"], config["split"], config["model"], turns, config["temperature"], config["seed"])
     out.title = f"{config['task']} ({config['split']}), {config['model']}, n = {len(spec['problem_ids'])}"
     out.written += write_tables(folder, rows, turns, text, f"tab:selfcorrect-{slug(config['task'])}", citations)
-    out.written += write_metric_plots(folder, out.metrics, out.title)
+    out.written += write_episodes(folder, {label: stored[label] for label in out.diagnostics}, turns)
+    out.written += write_metric_plots(folder, out.metrics, out.title, out.diagnostics)
     for row in spec["rows"]:
         if row.get("checkpoint"):
             out.written += write_training_plot(folder / row["checkpoint"], folder / f"training-{slug(row['label'])}",
@@ -161,7 +216,10 @@ def _report_eval_run(path: Path) -> Outputs:
     task, split, model = config.get("task", "?"), config.get("split", "?"), config.get("model", "?")
     text = caption(task, split, model, turns, float(config.get("temperature", 0.0)), int(config.get("seed", 0)))
     out.title = f"{task} ({split}), {model}, n = {len(samples)}"
-    rows = [measured_row(label, out.metrics[label], out.tokens[label])]
+    rows = [diagnosed_row(label, out.metrics[label], out.tokens[label], samples, turns, path)]
+    out.rows = list(rows)
+    out.diagnostics = {label: rows[0].diagnostics} if rows[0].diagnostics is not None else {}
     out.written += write_tables(path, rows, turns, text, f"tab:selfcorrect-{slug(task)}")
-    out.written += write_metric_plots(path, out.metrics, out.title)
+    out.written += write_episodes(path, {label: samples} if out.diagnostics else {}, turns)
+    out.written += write_metric_plots(path, out.metrics, out.title, out.diagnostics)
     return out

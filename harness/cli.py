@@ -280,6 +280,10 @@ def _print_outputs(outputs, title: str, folder: Path) -> None:
     if outputs.metrics:
         console.print(metrics_table(outputs.metrics, title=title))
         console.print("generated tokens per problem: " + ", ".join(f"{k} {v:.0f}" for k, v in outputs.tokens.items()))
+    if any(row.diagnostics is not None for row in outputs.rows):
+        from harness.report import diagnostics_table
+
+        console.print(diagnostics_table(outputs.rows))
     names = ", ".join(str(p.relative_to(folder)) if p.is_relative_to(folder) else str(p) for p in outputs.written)
     console.print(f"written to {folder}: {names}", highlight=False, soft_wrap=True)
     for warning in outputs.warnings:

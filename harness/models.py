@@ -139,9 +139,14 @@ def _build_embedded(target: Path) -> None:
          "version": EMBEDDED_VERSION}, indent=2))
 
 
+def embedded_cache_path() -> Path:
+    """Where the converted embedded model lives (it may not be built yet)."""
+    return cache_dir() / f"embedded-{EMBEDDED_SHA256[:12]}-r{EMBEDDED_RECIPE}"
+
+
 def embedded_model_dir() -> Path:
     embedded_parts()  # fail fast with the install hint before anything is cached
-    return _materialize(cache_dir() / f"embedded-{EMBEDDED_SHA256[:12]}-r{EMBEDDED_RECIPE}", _build_embedded)
+    return _materialize(embedded_cache_path(), _build_embedded)
 
 
 def _tiny_corpus() -> list[str]:
@@ -185,8 +190,13 @@ def _build_tiny(name: str) -> Callable[[Path], None]:
     return build
 
 
+def tiny_cache_path(name: str) -> Path:
+    """Where a tiny random model lives (it may not be built yet)."""
+    return cache_dir() / f"{name}-v{TINY_VERSION}"
+
+
 def tiny_model_dir(name: str) -> Path:
-    return _materialize(cache_dir() / f"{name}-v{TINY_VERSION}", _build_tiny(name))
+    return _materialize(tiny_cache_path(name), _build_tiny(name))
 
 
 def weights_sha256(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""Comparison plots (matplotlib, Agg, no pyplot state): accuracy per attempt, flips, training curves.
+"""Comparison plots (matplotlib, Agg, no pyplot state): accuracy per attempt, flips, edit ratios,
+transitions, training curves.
 
 Each figure is saved as PNG and PDF without timestamps or software stamps, so reruns give the same bytes.
 """
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.diagnostics import RowDiagnostics
 from harness.metrics import Estimate, TurnMetrics
 from harness.store import atomic_write_bytes
 
@@ -120,6 +122,52 @@ def attempts_plot(rows: dict[str, TurnMetrics], title: str, stem: Path) -> list[
     ax.set_ylabel("Accuracy (%)")
     ax.set_ylim(0, _top(highest))
     ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(title, fontsize=10)
+    return save(fig, stem)
+
+
+def edit_ratio_plot(rows: dict[str, RowDiagnostics], title: str, stem: Path) -> list[Path]:
+    """SCoRe's figure: the histogram of edit ratios between consecutive attempts, one panel per method."""
+    bins = np.linspace(0.0, 1.0, 21)
+    fig = _figure(min(3.0 * len(rows) + 0.5, 14.0), 3.2)
+    axes = fig.subplots(1, len(rows), squeeze=False, sharey=True)[0]
+    for j, (ax, (label, d)) in enumerate(zip(axes, rows.items())):
+        ratios = np.clip(np.asarray(d.edit_ratios, dtype=float), 0.0, 1.0)
+        weights = np.full(len(ratios), 100.0 / max(len(ratios), 1))
+        ax.hist(ratios, bins=bins, weights=weights, color=COLORS[j % len(COLORS)], edgecolor="white", linewidth=0.5)
+        ax.axvline(d.median_edit_ratio, color="black", linestyle="--", linewidth=0.8,
+                   label=f"median {d.median_edit_ratio:.3f}")
+        ax.set_xlim(0, 1)
+        ax.set_title(_wrap(label, 28), fontsize=9)
+        ax.set_xlabel("Edit ratio, attempt k → k+1")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, frameon=False, loc="upper right")
+    axes[0].set_ylabel("Attempt pairs (%)")
+    fig.suptitle(title, fontsize=10)
+    return save(fig, stem)
+
+
+def transitions_plot(rows: dict[str, RowDiagnostics], title: str, stem: Path) -> list[Path]:
+    """Each method's problems split by verdict at attempt 1 → attempt 2, as stacked horizontal bars."""
+    order = ("c→c", "i→c", "c→i", "i→i")  # harness.diagnostics.TRANSITIONS, right answers first
+    colors = {"c→c": COLORS[2], "i→c": "#98df8a", "c→i": COLORS[3], "i→i": "#c7c7c7"}
+    labels = list(rows)
+    fig = _figure(7.5, 1.2 + 0.45 * len(labels) + 0.17 * max(_wrap(s).count("\n") for s in labels))
+    ax = fig.add_subplot()
+    y = np.arange(len(labels))[::-1]
+    left = np.zeros(len(labels))
+    for name in order:
+        share = np.array([rows[label].transitions[name] / rows[label].n * 100 for label in labels])
+        ax.barh(y, share, left=left, color=colors[name], label=name, edgecolor="white", linewidth=0.5)
+        for yi, x0, width, label in zip(y, left, share, labels):
+            if width >= 6:
+                ax.text(x0 + width / 2, yi, str(rows[label].transitions[name]), ha="center", va="center", fontsize=7)
+        left += share
+    ax.set_yticks(y)
+    ax.set_yticklabels([_wrap(s) for s in labels])
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("Problems (%), by verdict at attempt 1 → attempt 2 (counts on the bars)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(title, fontsize=10)
     return save(fig, stem)

@@ -25,3 +25,21 @@ def metrics_table(rows: dict[str, TurnMetrics], title: str = "Self-correction (%
         table.add_row(label, *(pct(a) for a in m.accuracy), pct(m.delta, signed=True), pct(m.incorrect_to_correct),
                       pct(m.correct_to_incorrect), str(m.n), f"{m.mcnemar_p:.3g}")
     return table
+
+
+def diagnostics_table(rows: list, title: str = "Diagnostics and compute (per problem)") -> Table:
+    """The measured rows' diagnostics (harness.tables.TableRow with diagnostics), as in table.md."""
+    from harness.tables import DIAGNOSTICS
+
+    short = {"Answer changed %": "changed %", "Median edit ratio": "edit", "p vs base (Acc@t2)": "p base",
+             "Gen. tokens/problem": "gen.", "Prefill tokens/problem": "prefill", "Seconds/problem": "s",
+             "Inference FLOPs": "FLOPs", "Training FLOPs": "train FLOPs"}
+    shown = [c for c in DIAGNOSTICS if c.csv != "parameters"]  # N is in the files; the terminal is narrower
+    table = Table(title=title)
+    for column in shown:
+        table.add_column(short.get(column.markdown, column.markdown), justify="left" if column.csv == "" else "right",
+                         no_wrap=column.csv != "", min_width=8 if column.csv == "" else None)
+    for row in rows:
+        if row.diagnostics is not None:
+            table.add_row(*(column.text(row) for column in shown))
+    return table

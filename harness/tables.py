@@ -7,7 +7,9 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
+from harness.diagnostics import Compute, RowDiagnostics, budget_note
 from harness.metrics import TurnMetrics
 from harness.reported import ReportedRow
 
@@ -23,6 +25,9 @@ class TableRow:
     mcnemar_p: float | None = None
     tokens_per_problem: float | None = None
     source: str = ""
+    diagnostics: RowDiagnostics | None = None  # measured rows: edit ratios, answer changes, transitions
+    compute: Compute | None = None  # measured rows: tokens, seconds, FLOPs
+    p_vs_base: float | None = None  # exact McNemar p of Acc@t2 against the `base` row
 
 
 @dataclass(frozen=True)
@@ -39,17 +44,77 @@ def columns(turns: int) -> list[Column]:
             Column("i_to_c", "Δi→c", r"$\Delta^{i\to c}$"), Column("c_to_i", "Δc→i", r"$\Delta^{c\to i}$")]
 
 
-def measured_row(label: str, metrics: TurnMetrics, tokens_per_problem: float) -> TableRow:
+def measured_row(label: str, metrics: TurnMetrics, tokens_per_problem: float,
+                 diagnostics: RowDiagnostics | None = None, compute: Compute | None = None,
+                 p_vs_base: float | None = None) -> TableRow:
     estimates = [*metrics.accuracy, metrics.delta, metrics.incorrect_to_correct, metrics.correct_to_incorrect]
     keys = [c.key for c in columns(len(metrics.accuracy))]
     cells = {key: (e.value * 100, e.low * 100, e.high * 100) for key, e in zip(keys, estimates)}
-    return TableRow(label, "measured", cells, metrics.n, metrics.mcnemar_p, tokens_per_problem)
+    return TableRow(label, "measured", cells, metrics.n, metrics.mcnemar_p, tokens_per_problem,
+                    diagnostics=diagnostics, compute=compute, p_vs_base=p_vs_base)
 
 
 def reported_row(row: ReportedRow) -> TableRow:
     values = {"acc_t1": row.acc_t1, "acc_t2": row.acc_t2, "delta": row.delta, "i_to_c": row.i_to_c, "c_to_i": row.c_to_i}
     return TableRow(f"{row.label} (reported, {row.short_source})", "reported",
                     {k: (v, None, None) for k, v in values.items() if v is not None}, source=row.short_source)
+
+
+@dataclass(frozen=True)
+class DiagnosticColumn:
+    markdown: str
+    latex: str
+    csv: str  # the CSV column ("" for Method, which the CSV already has)
+    value: Callable[[TableRow], Any]  # for the CSV
+    format: str = ""
+    per_problem: bool = False  # Markdown and LaTeX show value / n; the CSV holds the row's total
+
+    def text(self, row: TableRow) -> str:
+        value = self.value(row)
+        if value is not None and self.per_problem:
+            value = value / row.compute.n  # type: ignore[union-attr]
+        return "" if value is None else format(value, self.format)
+
+
+def _diagnostic_columns() -> list[DiagnosticColumn]:
+    def d(row: TableRow) -> RowDiagnostics:
+        return row.diagnostics  # type: ignore[return-value]  (rows without diagnostics are not rendered)
+
+    def c(row: TableRow) -> Compute:
+        return row.compute  # type: ignore[return-value]
+
+    transitions = [DiagnosticColumn(t, t.replace("→", r"$\to$"), f"n_{t.replace('→', '_to_')}",
+                                    lambda row, t=t: d(row).transitions[t], "d") for t in ("i→c", "c→i", "c→c", "i→i")]
+    return [
+        DiagnosticColumn("Method", "Method", "", lambda row: row.label, ""),
+        DiagnosticColumn("Answer changed %", r"Answer changed \%", "answer_changed_pct",
+                         lambda row: d(row).answer_changed * 100, ".1f"),
+        DiagnosticColumn("Median edit ratio", "Median edit ratio", "median_edit_ratio",
+                         lambda row: d(row).median_edit_ratio, ".3f"),
+        *transitions,
+        DiagnosticColumn("p vs base (Acc@t2)", r"$p$ vs.\ base", "mcnemar_p_vs_base", lambda row: row.p_vs_base, ".3g"),
+        DiagnosticColumn("Gen. tokens/problem", "Gen./problem", "generated_tokens_total",
+                         lambda row: c(row).generated_tokens, ".0f", per_problem=True),
+        DiagnosticColumn("Prefill tokens/problem", "Prefill/problem", "prefill_tokens_total",
+                         lambda row: c(row).prefill_tokens, ".0f", per_problem=True),
+        DiagnosticColumn("Seconds/problem", "s/problem", "seconds_total", lambda row: c(row).seconds, ".1f",
+                         per_problem=True),
+        DiagnosticColumn("N (parameters)", "$N$", "parameters", lambda row: c(row).parameters, ".3g"),
+        DiagnosticColumn("Inference FLOPs", "Inference FLOPs", "inference_flops", lambda row: c(row).inference_flops, ".3g"),
+        DiagnosticColumn("Training FLOPs", "Training FLOPs", "training_flops", lambda row: c(row).training_flops, ".3g"),
+    ]
+
+
+DIAGNOSTICS = _diagnostic_columns()
+
+DIAGNOSTICS_NOTE = (
+    "Answer changed: episodes whose extracted answer at the last attempt differs from attempt 1's (the texts "
+    "when the grader extracted none), %; median edit ratio: character-level Levenshtein distance between "
+    "consecutive attempts divided by the longer one's length (0 = copied, 1 = all new), over all attempt pairs; "
+    "i→c, c→i, c→c, i→i: problems by verdict at attempt 1 → attempt 2 (counts); p vs base: exact McNemar test "
+    "of the row's Acc@t2 against base's on the same problems; tokens and seconds per problem (seconds: each "
+    "step's share of its batched generation round); FLOPs ≈ 2·N·(generated + prefill tokens) over all n "
+    "problems, training ≈ 6·N·tokens in the training run's log (rollout tokens, SFT target tokens); blank: N unknown.")
 
 
 def _number(x: float, signed: bool, minus: str) -> str:
@@ -94,6 +159,15 @@ def render_markdown(rows: list[TableRow], turns: int, caption: str, citations: l
     lines += ["", NOTE]
     for short, full in citations:
         lines.append(f"Reported ({short}): {full}.")
+    diagnosed = [row for row in rows if row.diagnostics is not None]
+    if diagnosed:
+        lines += ["", "**Diagnostics and compute**", "", "| " + " | ".join(c.markdown for c in DIAGNOSTICS) + " |",
+                  "|" + "|".join([":---", *["---:"] * (len(DIAGNOSTICS) - 1)]) + "|"]
+        lines += ["| " + " | ".join(c.text(row).replace("|", r"\|") for c in DIAGNOSTICS) + " |" for row in diagnosed]
+        lines += ["", DIAGNOSTICS_NOTE]
+        note = budget_note({row.label: row.tokens_per_problem for row in diagnosed if row.tokens_per_problem is not None})
+        if note:
+            lines.append(note)
     return "\n".join(lines) + "\n"
 
 
@@ -107,6 +181,9 @@ def render_csv(rows: list[TableRow], turns: int) -> str:
     for c in cols:
         header += [f"{c.key}_pct", f"{c.key}_low_pct", f"{c.key}_high_pct"]
     header += ["mcnemar_p", "tokens_per_problem"]
+    diagnosed = any(row.diagnostics is not None for row in rows)
+    if diagnosed:
+        header += [c.csv for c in DIAGNOSTICS if c.csv]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -116,6 +193,8 @@ def render_csv(rows: list[TableRow], turns: int) -> str:
             value, low, high = row.cells.get(c.key, (None, None, None))
             line += [_csv_number(value), _csv_number(low), _csv_number(high)]
         line += [_csv_number(row.mcnemar_p), _csv_number(row.tokens_per_problem)]
+        if diagnosed:
+            line += [_csv_number(c.value(row)) if row.diagnostics is not None else "" for c in DIAGNOSTICS if c.csv]
         writer.writerow(line)
     return buffer.getvalue()
 
@@ -146,4 +225,25 @@ def render_latex(rows: list[TableRow], turns: int, caption: str, label: str) -> 
         start = lines.index(r"\midrule") + 1
         lines.insert(start + measured, r"\midrule")
         text = "\n".join(lines) + "\n"
+    diagnosed = [row for row in rows if row.diagnostics is not None]
+    if diagnosed:
+        text += "\n" + _latex_diagnostics(diagnosed, label)
     return text
+
+
+def _latex_diagnostics(rows: list[TableRow], label: str) -> str:
+    import pandas as pd
+
+    body = [[latex_escape(c.text(row)) if c.csv == "" else c.text(row).replace("-", "$-$") for c in DIAGNOSTICS]
+            for row in rows]
+    frame = pd.DataFrame(body, columns=[c.latex for c in DIAGNOSTICS])
+    note = budget_note({row.label: row.tokens_per_problem for row in rows if row.tokens_per_problem is not None})
+    caption = (r"Diagnostics and compute. Answer changed: \% of episodes whose final answer differs from attempt 1's; "
+               r"median edit ratio between consecutive attempts (0 = copied); transition counts attempt 1 $\to$ 2; "
+               r"$p$: exact McNemar test of Acc@t$_2$ against base; tokens and seconds per problem; "
+               r"FLOPs $\approx 2N$ per inference token, $6N$ per training token.")
+    if note:
+        caption += " " + latex_escape(note)
+    return frame.style.hide(axis="index").to_latex(
+        hrules=True, column_format="l" + "r" * (len(DIAGNOSTICS) - 1), position="t", position_float="centering",
+        caption=caption, label=f"{label}-diagnostics")

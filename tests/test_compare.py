@@ -52,7 +52,7 @@ def test_compare_writes_tables_and_plots_and_report_reproduces_them(tmp_path, da
     assert first.exit_code == 0, first.output
     [folder] = list((results / "compare").iterdir())
     assert folder.name.startswith("gsm8k-") and len(folder.name) == len("gsm8k-") + 8
-    plots = [f"{stem}.{ext}" for stem in ("accuracy", "flips") for ext in ("png", "pdf")]
+    plots = [f"{stem}.{ext}" for stem in ("accuracy", "flips", "edit_ratio", "transitions") for ext in ("png", "pdf")]
     for name in (*TABLES, *plots, "compare.json", "manifest.json"):
         assert (folder / name).stat().st_size > 0, name
     assert not list(folder.glob(".*.tmp"))
@@ -86,7 +86,18 @@ def test_compare_writes_tables_and_plots_and_report_reproduces_them(tmp_path, da
     assert "| A2C, Gemma 2 2B (reported, A2C Tab. IV) | 39.0 | 42.2 | +3.2 | 6.2 | 0.3 |" in markdown
     assert "| base | 0.0 [0.0, 0.0] |" in markdown and "arXiv:2409.12917" in markdown
     tex = (folder / "table.tex").read_text()
-    assert r"\toprule" in tex and r"\bottomrule" in tex and tex.count(r"\midrule") == 2 and "$-$11.2" in tex
+    accuracy_table, diagnostics_table = tex.split(r"\end{table}")[:2]
+    assert r"\toprule" in tex and r"\bottomrule" in tex and accuracy_table.count(r"\midrule") == 2 and "$-$11.2" in tex
+    assert "Diagnostics and compute" in diagnostics_table and diagnostics_table.count(r"\midrule") == 1
+
+    # compute: N recorded in each run's manifest at generation time; FLOPs = 2·N·(generated + prefill)
+    for row, stored in zip(measured, spec["rows"]):
+        model = json.loads((folder / stored["run_dir"] / "manifest.json").read_text())["model"]
+        assert int(row["parameters"]) == model["parameters"] > 0
+        assert float(row["inference_flops"]) == 2 * model["parameters"] * (
+            int(row["generated_tokens_total"]) + int(row["prefill_tokens_total"]))
+        assert stored["diagnostics"]["inference_flops"] == float(row["inference_flops"])
+    assert measured[0]["mcnemar_p_vs_base"] == "" and 0 < float(measured[1]["mcnemar_p_vs_base"]) <= 1
 
     # report regenerates byte-identical tables (and plots), twice over, without a model
     written = snapshot(folder, (*TABLES, *plots))

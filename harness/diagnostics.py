@@ -1,0 +1,223 @@
+"""What lies behind a Δ: how much attempt k+1 differs from attempt k, whether the final answer moved,
+the four t1→t2 transitions, the compute each row spent, and a paired test of each method against `base`.
+
+Pure functions over stored sample records (samples.jsonl) and training logs (log.jsonl), so `compare`
+and `report` give the same bytes. Edit ratio: character-level Levenshtein distance divided by the longer
+text's length (rapidfuzz `Levenshtein.normalized_distance`; 0 = identical, 1 = nothing in common), the
+quantity of SCoRe's edit-distance histograms (Kumar et al., 2024, Fig. 4/5). FLOPs: the usual estimate
+of 2·N per processed token for inference (prefill + generated) and 6·N per token for training
+(Kaplan et al., 2020), N = the model's parameter count.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+from harness.metrics import mcnemar_exact_p
+
+TRANSITIONS = ("i→c", "c→i", "c→c", "i→i")  # attempt 1 → attempt 2
+BUDGET_SPREAD = 0.10  # rows whose generated tokens per problem differ by more than this get a note
+
+
+def attempts(record: dict[str, Any], turns: int | None = None) -> list[dict[str, Any]]:
+    """The attempt steps of an episode (feedback steps left out), the first `turns` of them."""
+    found = [step for step in record.get("steps", []) if step.get("kind", "attempt") == "attempt"]
+    return found[:turns] if turns else found
+
+
+def edit_ratio(before: str, after: str) -> float:
+    """Character-level edit distance normalised to [0, 1] (by the longer text); two empty texts: 0."""
+    from rapidfuzz.distance import Levenshtein
+
+    return float(Levenshtein.normalized_distance(before, after))
+
+
+def _answer(step: dict[str, Any]) -> tuple[str, str]:
+    """The grader's extracted answer, or the whole text when the grader extracted none."""
+    extracted = (step.get("grade") or {}).get("extracted")
+    return ("answer", str(extracted).strip()) if extracted is not None else ("text", step.get("text", ""))
+
+
+@dataclass(frozen=True)
+class EpisodeDiagnostics:
+    edit_ratios: tuple[float, ...]  # attempt k → k+1, for k = 1 .. K-1
+    answer_changed: bool  # attempt 1's answer differs from attempt K's
+    transition: str  # one of TRANSITIONS, attempt 1 → attempt 2 (the table's Δi→c / Δc→i pair)
+
+
+def episode_diagnostics(record: dict[str, Any], turns: int | None = None) -> EpisodeDiagnostics:
+    steps = attempts(record, turns)
+    if len(steps) < 2:
+        raise ValueError(f"episode {record.get('id')!r} has {len(steps)} attempt(s); diagnostics need 2")
+    ratios = tuple(edit_ratio(a.get("text", ""), b.get("text", "")) for a, b in zip(steps, steps[1:]))
+    correct = record.get("correct") or [bool((s.get("grade") or {}).get("correct")) for s in steps]
+    first, second = ("c" if correct[0] else "i"), ("c" if correct[1] else "i")
+    return EpisodeDiagnostics(ratios, _answer(steps[0]) != _answer(steps[-1]), f"{first}→{second}")
+
+
+def episodes_csv(rows: dict[str, list[dict[str, Any]]], turns: int) -> str:
+    """One line per (method, episode): its transition, whether the answer changed, attempt 1's and attempt K's
+    extracted answers, and the edit ratio of each consecutive pair (for finding the episodes behind a number)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["method", "id", "transition", "answer_changed", "answer_first", "answer_last",
+                     *(f"edit_ratio_{k}_{k + 1}" for k in range(1, turns))])
+    for label, samples in rows.items():
+        for record in samples:
+            found = episode_diagnostics(record, turns)
+            steps = attempts(record, turns)
+            answers = [(step.get("grade") or {}).get("extracted") for step in (steps[0], steps[-1])]
+            writer.writerow([label, record.get("id", ""), found.transition, int(found.answer_changed),
+                             *("" if a is None else str(a) for a in answers),
+                             *(format(r, ".6f") for r in found.edit_ratios), *[""] * (turns - len(steps))])
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class RowDiagnostics:
+    n: int
+    answer_changed: float  # fraction of episodes whose final answer differs from attempt 1's
+    median_edit_ratio: float  # over every consecutive pair of attempts of every episode
+    transitions: dict[str, int]  # TRANSITIONS -> episodes
+    edit_ratios: list[float] = field(repr=False)  # every consecutive pair, for the histogram
+
+
+def row_diagnostics(samples: list[dict[str, Any]], turns: int | None = None) -> RowDiagnostics:
+    episodes = [episode_diagnostics(s, turns) for s in samples]
+    if not episodes:
+        raise ValueError("no episodes")
+    ratios = [r for e in episodes for r in e.edit_ratios]
+    counts = {t: sum(e.transition == t for e in episodes) for t in TRANSITIONS}
+    return RowDiagnostics(len(episodes), sum(e.answer_changed for e in episodes) / len(episodes),
+                          float(statistics.median(ratios)), counts, ratios)
+
+
+def paired_mcnemar_p(base: list[dict[str, Any]], other: list[dict[str, Any]], attempt: int = 2) -> float:
+    """Exact McNemar p of two methods' verdicts at `attempt` on the same problems (same order)."""
+    if [s["id"] for s in base] != [s["id"] for s in other]:
+        raise ValueError("paired test needs the same problems in the same order")
+    a = [bool(s["correct"][attempt - 1]) for s in base]
+    b = [bool(s["correct"][attempt - 1]) for s in other]
+    return mcnemar_exact_p(sum(not x and y for x, y in zip(a, b)), sum(x and not y for x, y in zip(a, b)))
+
+
+@dataclass(frozen=True)
+class Compute:
+    n: int
+    generated_tokens: int  # every step's completion tokens (attempts and feedback)
+    prefill_tokens: int  # every step's prompt tokens (a carried attempt costs none)
+    seconds: float  # the steps' shares of their generation rounds, summed
+    parameters: int | None  # N; None: unknown (FLOPs left blank)
+    training_tokens: float | None = None  # a trained row: tokens its training run processed (log.jsonl)
+
+    @property
+    def inference_flops(self) -> float | None:
+        return None if self.parameters is None else 2.0 * self.parameters * (self.generated_tokens + self.prefill_tokens)
+
+    @property
+    def training_flops(self) -> float | None:
+        if self.parameters is None or self.training_tokens is None:
+            return None
+        return 6.0 * self.parameters * self.training_tokens
+
+
+def compute(samples: list[dict[str, Any]], parameters: int | None, turns: int | None = None,
+            training_tokens: float | None = None) -> Compute:
+    """Compute spent on these episodes' first `turns` attempts (and the feedback steps between them)."""
+    steps = [step for s in samples for step in _steps_within(s, turns)]
+    return Compute(len(samples), sum(int(s.get("completion_tokens", 0)) for s in steps),
+                   sum(int(s.get("prompt_tokens", 0)) for s in steps),
+                   sum(float(s.get("seconds", 0.0)) for s in steps), parameters, training_tokens)
+
+
+def _steps_within(record: dict[str, Any], turns: int | None) -> list[dict[str, Any]]:
+    """The steps up to and including attempt `turns` (feedback before it included)."""
+    kept, seen = [], 0
+    for step in record.get("steps", []):
+        if turns and seen >= turns:
+            break
+        kept.append(step)
+        seen += step.get("kind", "attempt") == "attempt"
+    return kept
+
+
+def training_tokens(log: Iterable[dict[str, Any]]) -> float:
+    """Tokens a training run learned from, summed over its log: rollout tokens (RL) and SFT target tokens."""
+    return float(sum(r.get("tokens", 0.0) + r.get("sft_tokens", 0.0) for r in log))
+
+
+def budget_note(tokens_per_problem: dict[str, float]) -> str:
+    """One line when the rows' generated tokens per problem differ by more than BUDGET_SPREAD, else ''."""
+    if len(tokens_per_problem) < 2:
+        return ""
+    low, high = min(tokens_per_problem.values()), max(tokens_per_problem.values())
+    if high <= low * (1 + BUDGET_SPREAD):
+        return ""
+    least = min(tokens_per_problem, key=tokens_per_problem.get)
+    most = max(tokens_per_problem, key=tokens_per_problem.get)
+    return (f"Budget: generated tokens per problem differ by more than {BUDGET_SPREAD:.0%} between rows "
+            f"({least} {low:.0f}, {most} {high:.0f}); compare the rows at equal compute (tokens, FLOPs), "
+            f"not only by accuracy.")
+
+
+# --- N, the parameter count ---------------------------------------------------------------------------
+
+def parameter_count(model: dict[str, Any] | None) -> int | None:
+    """N of a manifest's model entry: its recorded `parameters`, else counted from the model's config.json
+    found locally (meta device: no weights loaded, nothing downloaded or built); None when neither."""
+    if not model:
+        return None
+    if isinstance(model.get("parameters"), int):
+        return model["parameters"]
+    config = _local_config(str(model.get("spec", "")))
+    return _count_from_config(str(config)) if config else None
+
+
+def count_parameters(torch_model) -> int:
+    """N of a loaded model: unique parameters (tied embeddings once)."""
+    return sum(p.numel() for p in torch_model.parameters())
+
+
+def _local_config(spec: str) -> Path | str | None:
+    from harness import models
+
+    if spec == "embedded":
+        path = models.embedded_cache_path()
+    elif spec in models.TINY_SIZES:
+        path = models.tiny_cache_path(spec)
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists() and spec and not spec.startswith((".", "/", "~")):
+            return _cached_hub_config(spec)
+    return path if (path / "config.json").is_file() else None
+
+
+def _cached_hub_config(hub_id: str) -> str | None:
+    try:
+        from transformers.utils import cached_file
+
+        found = cached_file(hub_id, "config.json", local_files_only=True, _raise_exceptions_for_missing_entries=False)
+    except (OSError, ValueError):
+        return None
+    return str(Path(found).parent) if found else None
+
+
+@lru_cache(maxsize=None)
+def _count_from_config(folder: str) -> int | None:
+    import torch
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        with torch.device("meta"):  # shapes only: no memory, no weights read
+            model = transformers.AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError):
+        return None
+    return count_parameters(model)
