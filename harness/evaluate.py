@@ -14,12 +14,13 @@ from harness.errors import HarnessError
 from harness.manifest import build_manifest
 from harness.method import get_method
 from harness.metrics import TurnMetrics, breakdown, self_correction_metrics
+from harness.rollout.backend import BACKENDS, resolve_backend
 from harness.store import RunStore
 from harness.task import get_task
 
 # Settings that do not change what a problem's episode is; a rerun that differs only in these
 # resumes the same run (e.g. a larger --limit extends it).
-NOT_IDENTITY = {"limit", "batch_size", "out", "data_dir", "device", "results_dir"}
+NOT_IDENTITY = {"limit", "batch_size", "out", "data_dir", "device", "results_dir", "backend"}
 
 
 @dataclass
@@ -38,6 +39,7 @@ class RolloutSettings:
     top_p: float = setting(1.0, gt=0, le=1)
     dtype: str = setting("auto", choices=DTYPES)
     device: str = setting("auto", check=check_device)
+    backend: str = setting("auto", choices=BACKENDS)  # auto: vllm on a GPU where installed, else hf
     data_dir: str | None = None
     out: str | None = None
     results_dir: str = "results"
@@ -55,6 +57,8 @@ class EvalConfig(RolloutSettings):
         found = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_IDENTITY}
         if found["checkpoint_step"] is None:  # absent, not None: runs of the base model keep their ids
             del found["checkpoint_step"]
+        if resolve_backend(self.backend, self.device) == "vllm":  # hf runs keep the ids they had before backends
+            found["backend"] = "vllm"
         return found
 
     def run_dir(self) -> Path:
@@ -71,6 +75,9 @@ class EvalConfig(RolloutSettings):
         if self.split not in task.splits:
             raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")
         get_method(self.method)  # unknown method: one line
+        # vllm asked for but not installed: one line
+        if resolve_backend(self.backend, self.device) == "vllm" and self.checkpoint:
+            raise HarnessError("--backend vllm does not evaluate training checkpoints yet; use --backend hf")
         if self.checkpoint:
             from harness.training.checkpoint import read_run_config, require_checkpoint
 
@@ -101,8 +108,8 @@ def score_samples(samples: list[dict[str, Any]], turns: int) -> tuple[TurnMetric
 def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> EvalResult:
     """Run (or resume) an evaluation; `progress(done=, total=, tokens=, acc=)` is called as it goes."""
     from harness.grading import GradingPool
-    from harness.models import load_model
-    from harness.rollout import EngineGenerator, SamplingParams, run_episodes
+    from harness.rollout import SamplingParams, run_episodes
+    from harness.rollout.backend import load_for_backend, make_generator
 
     # Every input is checked (settings, data, stored run, model) before anything is written.
     config.validate()  # a checkpoint folder without a checkpoint fails here, before any work
@@ -118,13 +125,14 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
     todo = [item for item in items if item.id not in stored]
     done = [stored[item.id] for item in items if item.id in stored]
     loaded = None
+    backend = resolve_backend(config.backend, config.device)
     if todo:
         if config.checkpoint:
             from harness.training.checkpoint import load_trained_policy
 
             loaded = load_trained_policy(Path(config.checkpoint), config.dtype, config.device)
         else:
-            loaded = load_model(config.model, config.dtype, config.device)
+            loaded = load_for_backend(backend, config.model, config.dtype, config.device)
     store.write_config(asdict(config), config.identity())
     report = progress or (lambda **_: None)
     report(done=len(done), total=len(items), tokens=0, samples=done)
@@ -134,7 +142,7 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
             {"spec": config.model, "id": loaded.model_id, "weights_sha256": loaded.weights_sha256,
              "dtype": loaded.dtype, "device": loaded.device},
             local_data_files(config.data_dir, task.data_files(config.split))))
-        generator = EngineGenerator(loaded.model, loaded.tokenizer, config.batch_size or None)
+        generator = make_generator(backend, loaded, config.batch_size)
         params = SamplingParams(config.temperature, config.top_p, config.max_new_tokens, 1, config.seed)
         tokens = [0]
 
