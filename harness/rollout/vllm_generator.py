@@ -33,8 +33,8 @@ class VLLMSettings:
     dtype: str = "auto"  # torch dtype name or auto
     device: str = "cpu"  # cpu or cuda[:N] (vLLM picks its platform from the install; this sets the defaults)
     gpu_memory_utilization: float = 0.9  # the engine's share of GPU memory (colocated training: lower it)
-    max_model_len: int | None = None  # None: the model's own
-    max_num_batched_tokens: int | None = None  # None: vLLM's default on GPU, 1024 on CPU
+    max_model_len: int | None = None  # None: the model's own on GPU, at most CPU_MAX_MODEL_LEN on CPU
+    max_num_batched_tokens: int | None = None  # None: vLLM's default on GPU, max_model_len on CPU
     enable_lora: bool = False
     max_lora_rank: int = 16
     enforce_eager: bool | None = None  # None: eager on CPU (compiling takes minutes there), graphs on GPU
@@ -64,6 +64,12 @@ def cpu_environment() -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
+def _context_length(path: str) -> int:
+    from transformers import AutoConfig
+
+    return int(getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", CPU_MAX_MODEL_LEN))
+
+
 def model_eos_ids(path: str, tokenizer) -> list[int]:
     """The EOS set HFGenerator.eos_ids reads from a loaded model: its generation config's (transformers
     falls back to the model config's when the folder has none), then the tokenizer's."""
@@ -78,6 +84,12 @@ def model_eos_ids(path: str, tokenizer) -> list[int]:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
+
+
+# On CPU prefill is never chunked: vLLM 0.32 rewinds a seeded request's generator after a partial
+# prefill (`gen.set_offset`), which CPU generators do not have ("CPU Generator does not use offset").
+# Unchunked, one step must hold a whole prompt, so the CPU context is capped to keep that step small.
+CPU_MAX_MODEL_LEN = 4096
 
 
 class VLLMGenerator(HFGenerator):
@@ -101,8 +113,12 @@ class VLLMGenerator(HFGenerator):
         )
         if settings.max_model_len:
             kwargs["max_model_len"] = settings.max_model_len
-        if settings.max_num_batched_tokens or on_cpu:
-            kwargs["max_num_batched_tokens"] = settings.max_num_batched_tokens or 1024
+        if settings.max_num_batched_tokens:
+            kwargs["max_num_batched_tokens"] = settings.max_num_batched_tokens
+        if on_cpu:
+            length = settings.max_model_len or min(CPU_MAX_MODEL_LEN, _context_length(self.model_path))
+            kwargs.update(max_model_len=length, enable_chunked_prefill=False,
+                          max_num_batched_tokens=max(settings.max_num_batched_tokens or 0, length))
         if not on_cpu:
             kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
         if settings.enable_lora:

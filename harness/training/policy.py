@@ -53,3 +53,13 @@ def adapter(policy: torch.nn.Module, name: str) -> Iterator[None]:
         yield
     finally:
         policy.base_model.set_adapter(previous)
+
+
+def enable_gradient_checkpointing(policy: torch.nn.Module) -> None:
+    """Recompute each layer's activations in the backward pass instead of keeping them (memory for time:
+    what fits a 7-8 B model's update on one GPU). With LoRA the frozen embeddings' output must require
+    grad, or checkpointed layers would have nothing to backpropagate through."""
+    base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(policy, "enable_input_require_grads"):
+        policy.enable_input_require_grads()
