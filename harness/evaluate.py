@@ -57,9 +57,15 @@ class EvalConfig(RolloutSettings):
         found = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_IDENTITY}
         if found["checkpoint_step"] is None:  # absent, not None: runs of the base model keep their ids
             del found["checkpoint_step"]
-        if resolve_backend(self.backend, self.device) == "vllm":  # hf runs keep the ids they had before backends
+        if self.rollout_backend() == "vllm":  # hf runs keep the ids they had before backends
             found["backend"] = "vllm"
         return found
+
+    def rollout_backend(self) -> str:
+        """hf or vllm; auto never picks vllm for a training checkpoint (vllm does not load those yet)."""
+        if self.backend == "auto" and self.checkpoint:
+            return "hf"
+        return resolve_backend(self.backend, self.device)
 
     def run_dir(self) -> Path:
         if self.out:
@@ -76,7 +82,7 @@ class EvalConfig(RolloutSettings):
             raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")
         get_method(self.method)  # unknown method: one line
         # vllm asked for but not installed: one line
-        if resolve_backend(self.backend, self.device) == "vllm" and self.checkpoint:
+        if self.rollout_backend() == "vllm" and self.checkpoint:
             raise HarnessError("--backend vllm does not evaluate training checkpoints yet; use --backend hf")
         if self.checkpoint:
             from harness.training.checkpoint import read_run_config, require_checkpoint
@@ -125,7 +131,7 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
     todo = [item for item in items if item.id not in stored]
     done = [stored[item.id] for item in items if item.id in stored]
     loaded = None
-    backend = resolve_backend(config.backend, config.device)
+    backend = config.rollout_backend()
     if todo:
         if config.checkpoint:
             from harness.training.checkpoint import load_trained_policy

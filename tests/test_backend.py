@@ -51,3 +51,32 @@ def test_vllm_backend_without_vllm_is_one_line(command, tmp_path, monkeypatch, d
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs vLLM" in lines[0] and "[vllm]" in lines[0], result.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_gradient_checkpointing_gives_the_same_lora_gradients():
+    """Activations recomputed in the backward pass, not kept: the same loss and LoRA gradients."""
+    import torch
+
+    from harness.models import load_model
+    from harness.training.config import LoraSettings
+    from harness.training.policy import attach_lora, enable_gradient_checkpointing
+
+    grads = []
+    for checkpointing in (False, True):
+        loaded = load_model("tiny-random", dtype="float32", device="cpu")
+        policy = attach_lora(loaded.model, LoraSettings(rank=4, alpha=8), seed=0)
+        with torch.no_grad():  # nonzero B, so every LoRA matrix gets a gradient
+            for name, p in policy.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+        if checkpointing:
+            enable_gradient_checkpointing(policy)
+            assert policy.get_base_model().is_gradient_checkpointing
+        ids = torch.tensor([loaded.tokenizer("12 + 30 = 42, so the answer is 42")["input_ids"]])
+        loss = policy(input_ids=ids, labels=ids).loss
+        loss.backward()
+        grads.append((float(loss), {n: p.grad.clone() for n, p in policy.named_parameters() if p.requires_grad}))
+    (loss_off, off), (loss_on, on) = grads
+    assert loss_on == pytest.approx(loss_off, rel=1e-6) and off.keys() == on.keys() and off
+    for name in off:
+        torch.testing.assert_close(on[name], off[name], rtol=1e-5, atol=1e-7)

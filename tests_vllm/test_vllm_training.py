@@ -68,3 +68,12 @@ def test_a_stale_engine_shows_in_the_gap(setup, pool):
     _sample(generator, items, pool)
     logs = generator.update_policy(policy, 12)
     assert logs["logprob_gap"] > 1e-2, logs
+
+
+def test_full_fine_tuning_with_vllm_is_refused():
+    from harness.errors import HarnessError
+    from harness.training.config import TrainConfig
+
+    with pytest.raises(HarnessError, match="LoRA policies only"):
+        TrainConfig(backend="vllm", lora=LoraSettings(enabled=False)).validate()
+    TrainConfig(backend="vllm").validate()  # LoRA (the default): fine

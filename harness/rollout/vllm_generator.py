@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -169,7 +169,7 @@ class VLLMGenerator(HFGenerator):
     def stream(self, jobs, params: SamplingParams, on_done: Callable | None = None, logprobs: bool = False):
         """Run engine `Job`s; `on_done(key, completions, seconds)` may return follow-up jobs, which are
         queued at once (an episode's next attempt joins the running batch as soon as the last is graded).
-        `logprobs`: each completion's `logprobs` attribute holds the engine's log-prob of every sampled token."""
+        `logprobs`: each completion's `engine_logprobs` holds the engine's log-prob of every sampled token."""
         engine = self.llm.llm_engine
         pending: dict[str, tuple[Any, int]] = {}  # request id -> (job, sample)
         found: dict[int, list] = {}  # id(job) -> per sample (tokens, finished, seconds, logprobs)
@@ -233,5 +233,5 @@ class VLLMGenerator(HFGenerator):
         completion = self._completion(tokens, list(prompt), self._eos_ids)
         if logprobs and sampled.logprobs is not None:
             values = [step[token].logprob for step, token in zip(sampled.logprobs, sampled.token_ids)]
-            object.__setattr__(completion, "engine_logprobs", tuple(values[: len(completion.token_ids)]))
+            completion = replace(completion, engine_logprobs=tuple(values[: len(completion.token_ids)]))
         return completion

@@ -99,7 +99,7 @@ class PolicyVLLMGenerator(VLLMGenerator):
         device = next(self.policy.parameters()).device
         with torch.no_grad():
             for c in completions:
-                engine = getattr(c, "engine_logprobs", None)
+                engine = c.engine_logprobs
                 if not engine:
                     continue
                 ids = torch.tensor([list(c.prompt_ids) + list(c.token_ids)], device=device)
