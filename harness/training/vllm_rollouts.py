@@ -30,7 +30,12 @@ def rollout_generator(config, loaded, policy, run_dir: Path, processes: int = 1)
         raise HarnessError("--backend vllm trains LoRA policies only; use --backend hf for full fine-tuning")
     if processes > 1:
         raise HarnessError("--backend vllm runs in one training process; launch without accelerate's multi-process")
-    settings = VLLMSettings(dtype=loaded.dtype, device=loaded.device, gpu_memory_utilization=config.vllm_memory_share,
+    from harness.models import auto_bf16
+
+    # The trainer keeps float32 weights and computes in bf16 autocast where that is native (GPUs): the
+    # engine samples in bf16 there too; the logged log-prob gap shows what that costs.
+    dtype = "bfloat16" if config.dtype == "auto" and auto_bf16(loaded.device) else loaded.dtype
+    settings = VLLMSettings(dtype=dtype, device=loaded.device, gpu_memory_utilization=config.vllm_memory_share,
                             enable_lora=True, max_lora_rank=_vllm_rank(config.lora.rank), seed=config.seed)
     return PolicyVLLMGenerator(loaded.path, loaded.tokenizer, settings, policy, run_dir / "rollout-adapter",
                                eos_ids=EngineGenerator(loaded.model, loaded.tokenizer, 1).eos_ids())
