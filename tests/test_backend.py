@@ -75,7 +75,7 @@ def test_gradient_checkpointing_gives_the_same_lora_gradients():
         ids = torch.tensor([loaded.tokenizer("12 + 30 = 42, so the answer is 42")["input_ids"]])
         loss = policy(input_ids=ids, labels=ids).loss
         loss.backward()
-        grads.append((float(loss), {n: p.grad.clone() for n, p in policy.named_parameters() if p.requires_grad}))
+        grads.append((loss.item(), {n: p.grad.clone() for n, p in policy.named_parameters() if p.requires_grad}))
     (loss_off, off), (loss_on, on) = grads
     assert loss_on == pytest.approx(loss_off, rel=1e-6) and off.keys() == on.keys() and off
     for name in off:
