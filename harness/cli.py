@@ -135,6 +135,8 @@ ROLLOUT_TEMPERATURE = typer.Option(0.0, help="0 = greedy.")
 ROLLOUT_TOP_P = typer.Option(1.0, help="Nucleus sampling mass.")
 ROLLOUT_DTYPE = typer.Option("auto", help="auto (bf16 on GPUs with bf16, float32 on CPU: see README), float32, bfloat16, float16.")
 ROLLOUT_DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps.")
+ROLLOUT_BACKEND = typer.Option("auto", help="Generation backend: auto (vllm on a GPU where installed, else hf), "
+                                            "hf (transformers), vllm.")
 
 
 @app.command("tasks")
@@ -243,6 +245,7 @@ def eval_command(
     top_p: float = ROLLOUT_TOP_P,
     dtype: str = ROLLOUT_DTYPE,
     device: str = ROLLOUT_DEVICE,
+    backend: str = ROLLOUT_BACKEND,
     data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder [env HARNESS_DATA_DIR]."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: results/runs/<task>-<method>-<model>-...)."),
     checkpoint: Optional[Path] = typer.Option(None, help="A training run folder: evaluate its trained policy."),
@@ -257,7 +260,7 @@ def eval_command(
 
     config = EvalConfig(task=task, split=split, method=method, model=model, limit=limit, turns=turns, seed=seed,
                         batch_size=batch_size, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                        dtype=dtype, device=device, data_dir=str(data_dir) if data_dir else None,
+                        dtype=dtype, device=device, backend=backend, data_dir=str(data_dir) if data_dir else None,
                         out=str(out) if out else None, checkpoint=str(checkpoint) if checkpoint else None)
     if checkpoint is not None and (checkpoint / "config.yaml").is_file():
         from harness.store import read_run_config
@@ -313,6 +316,7 @@ def compare_command(
     top_p: float = ROLLOUT_TOP_P,
     dtype: str = ROLLOUT_DTYPE,
     device: str = ROLLOUT_DEVICE,
+    backend: str = ROLLOUT_BACKEND,
     data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder."),
     results_dir: Path = typer.Option(Path("results"), help="Root of runs/ and compare/."),
     out: Optional[Path] = typer.Option(None, help="Comparison folder (default: RESULTS_DIR/compare/<task>-<id>)."),
@@ -328,7 +332,7 @@ def compare_command(
     config = CompareConfig(task=task, split=split, methods=_split_list([methods]) if methods is not None else None,
                            checkpoints=_split_list(checkpoints), model=model, limit=limit, turns=turns, seed=seed,
                            batch_size=batch_size, max_new_tokens=max_new_tokens, temperature=temperature,
-                           top_p=top_p, dtype=dtype, device=device, data_dir=str(data_dir) if data_dir else None,
+                           top_p=top_p, dtype=dtype, device=device, backend=backend, data_dir=str(data_dir) if data_dir else None,
                            results_dir=str(results_dir), out=str(out) if out else None, reported=reported)
     prepared = plan(config)  # every check before any work: a bad input writes nothing
     with progress_bar() as bar:
@@ -384,6 +388,7 @@ def train_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig fields."),
     max_steps: Optional[int] = typer.Option(None, help="Optimizer steps."),
     seed: Optional[int] = typer.Option(None, help="Seed for data order, sampling and LoRA init."),
+    backend: Optional[str] = typer.Option(None, help="Rollout backend: auto (vllm on a GPU where installed), hf, vllm."),
     set_: list[str] = typer.Option([], "--set", help="Override any field: --set lr=1e-5 --set method_options.alpha=5."),
     data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder [env HARNESS_DATA_DIR]."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: results/runs/train-<method>-<task>-...)."),
@@ -397,7 +402,7 @@ def train_command(
     from harness.training.config import load_train_config
     from harness.training.loop import train
 
-    explicit = {"method": method, "task": task, "model": model, "max_steps": max_steps, "seed": seed,
+    explicit = {"method": method, "task": task, "model": model, "max_steps": max_steps, "seed": seed, "backend": backend,
                 "data_dir": str(data_dir) if data_dir else None, "out": str(resume or out) if (resume or out) else None}
     if resume is not None:
         if out is not None and Path(out).resolve() != resume.resolve():

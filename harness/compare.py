@@ -33,7 +33,12 @@ class CompareConfig(RolloutSettings):
     reported: bool = False  # add the papers' numbers (harness.reported) as rows
 
     def identity(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in IDENTITY}
+        found = {key: getattr(self, key) for key in IDENTITY}
+        from harness.rollout.backend import resolve_backend
+
+        if resolve_backend(self.backend, self.device) == "vllm":  # hf comparisons keep their folders
+            found["backend"] = "vllm"
+        return found
 
     def compare_id(self) -> str:
         return run_hash(self.identity())

@@ -13,12 +13,13 @@ from harness.errors import HarnessError
 from harness.manifest import build_manifest
 from harness.method import get_method
 from harness.metrics import TurnMetrics, score_samples
+from harness.rollout.backend import BACKENDS, resolve_backend
 from harness.store import RunStore, read_run_config, run_hash
 from harness.task import get_task
 
 # Settings that do not change what a problem's episode is; a rerun that differs only in these
 # resumes the same run (e.g. a larger --limit extends it).
-NOT_IDENTITY = {"limit", "batch_size", "out", "data_dir", "device", "results_dir"}
+NOT_IDENTITY = {"limit", "batch_size", "out", "data_dir", "device", "results_dir", "backend"}
 
 
 @dataclass
@@ -37,6 +38,7 @@ class RolloutSettings:
     top_p: float = setting(1.0, gt=0, le=1)
     dtype: str = setting("auto", choices=DTYPES)
     device: str = setting("auto", check=check_device)
+    backend: str = setting("auto", choices=BACKENDS)  # auto: vllm on a GPU where installed, else hf
     data_dir: str | None = None
     out: str | None = None
     results_dir: str = "results"
@@ -54,7 +56,15 @@ class EvalConfig(RolloutSettings):
         found = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_IDENTITY}
         if found["checkpoint_step"] is None:  # absent, not None: runs of the base model keep their ids
             del found["checkpoint_step"]
+        if self.rollout_backend() == "vllm":  # hf runs keep the ids they had before backends
+            found["backend"] = "vllm"
         return found
+
+    def rollout_backend(self) -> str:
+        """hf or vllm; auto never picks vllm for a training checkpoint (vllm does not load those yet)."""
+        if self.backend == "auto" and self.checkpoint:
+            return "hf"
+        return resolve_backend(self.backend, self.device)
 
     def run_dir(self) -> Path:
         if self.out:
@@ -70,6 +80,9 @@ class EvalConfig(RolloutSettings):
         if self.split not in task.splits:
             raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")
         get_method(self.method)  # unknown method: one line
+        # vllm asked for but not installed: one line
+        if self.rollout_backend() == "vllm" and self.checkpoint:
+            raise HarnessError("--backend vllm does not evaluate training checkpoints yet; use --backend hf")
         if self.checkpoint:
             from harness.checkpoint import require_checkpoint
 
@@ -88,8 +101,8 @@ class EvalResult:
 def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> EvalResult:
     """Run (or resume) an evaluation; `progress(done=, total=, tokens=, acc=)` is called as it goes."""
     from harness.grading import GradingPool
-    from harness.models import load_model
-    from harness.rollout import EngineGenerator, SamplingParams, run_episodes
+    from harness.rollout import SamplingParams, run_episodes
+    from harness.rollout.backend import load_for_backend, make_generator
 
     # Every input is checked (settings, data, stored run, model) before anything is written.
     config.validate()  # a checkpoint folder without a checkpoint fails here, before any work
@@ -105,13 +118,14 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
     todo = [item for item in items if item.id not in stored]
     done = [stored[item.id] for item in items if item.id in stored]
     loaded = None
+    backend = config.rollout_backend()
     if todo:
         if config.checkpoint:
             from harness.models import load_trained_policy
 
             loaded = load_trained_policy(Path(config.checkpoint), config.dtype, config.device)
         else:
-            loaded = load_model(config.model, config.dtype, config.device)
+            loaded = load_for_backend(backend, config.model, config.dtype, config.device)
     store.write_config(asdict(config), config.identity())
     report = progress or (lambda **_: None)
     report(done=len(done), total=len(items), tokens=0, samples=done)
@@ -121,7 +135,7 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
             {"spec": config.model, "id": loaded.model_id, "weights_sha256": loaded.weights_sha256,
              "dtype": loaded.dtype, "device": loaded.device, "parameters": count_parameters(loaded.model)},
             local_data_files(config.data_dir, task.data_files(config.split))))
-        generator = EngineGenerator(loaded.model, loaded.tokenizer, config.batch_size or None)
+        generator = make_generator(backend, loaded, config.batch_size)
         params = SamplingParams(config.temperature, config.top_p, config.max_new_tokens, 1, config.seed)
         tokens = [0]
 

@@ -299,14 +299,11 @@ def resolve(spec: str) -> tuple[Path | str, str | None, str]:
     return spec, None, spec  # a hub id
 
 
-def load_model(spec: str = "embedded", dtype: str = "auto", device: str = "auto") -> LoadedModel:
+def _load_tokenizer(spec: str, location: Path | str, kwargs: dict[str, Any]):
+    """The tokenizer as every backend uses it (left padding, a pad token, ChatML when it has no template);
+    for a hub id, `kwargs` gets local_files_only when the local cache has it."""
     import transformers
 
-    location, gguf_file, model_id = resolve(spec)
-    transformers.utils.logging.disable_progress_bar()  # a cached load takes seconds; no bar needed
-    device = pick_device(device)
-    torch_dtype = pick_dtype(dtype, device)
-    kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     if isinstance(location, str):  # hub id: use the local HF cache first, the network only if reachable
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(location, local_files_only=True)
@@ -318,18 +315,35 @@ def load_model(spec: str = "embedded", dtype: str = "auto", device: str = "auto"
             tokenizer = transformers.AutoTokenizer.from_pretrained(location)
     else:
         tokenizer = transformers.AutoTokenizer.from_pretrained(location, **kwargs)
-    model = transformers.AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **kwargs)
-    model.to(device).eval()
     tokenizer.padding_side = "left"  # decoder-only batching: prompts end where generation starts
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not tokenizer.chat_template:
         tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+def load_model(spec: str = "embedded", dtype: str = "auto", device: str = "auto", weights: bool = True) -> LoadedModel:
+    """The model and its tokenizer; `weights=False`: the tokenizer and the model's identity only (model None),
+    for a backend that loads the weights itself (vLLM)."""
+    import transformers
+
+    location, gguf_file, model_id = resolve(spec)
+    transformers.utils.logging.disable_progress_bar()  # a cached load takes seconds; no bar needed
+    device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, device)
+    kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = _load_tokenizer(spec, location, kwargs)
+    model = None
+    if weights:
+        model = transformers.AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **kwargs)
+        model.to(device).eval()
     if isinstance(location, str):
-        weights = getattr(model.config, "_commit_hash", None) or "unknown"
+        found = getattr(model.config, "_commit_hash", None) if model is not None else None
+        sha = found or "unknown"
     else:
-        weights = EMBEDDED_SHA256 if spec == "embedded" else weights_sha256(location / gguf_file if gguf_file else location)
-    return LoadedModel(model, tokenizer, model_id, weights, str(location), device, str(torch_dtype).removeprefix("torch."))
+        sha = EMBEDDED_SHA256 if spec == "embedded" else weights_sha256(location / gguf_file if gguf_file else location)
+    return LoadedModel(model, tokenizer, model_id, sha, str(location), device, str(torch_dtype).removeprefix("torch."))
 
 
 def load_trained_policy(run_dir: Path, dtype: str = "auto", device: str = "auto"):

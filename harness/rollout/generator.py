@@ -29,6 +29,7 @@ class Completion:
     finished: bool  # stopped at EOS (False: cut at max_new_tokens)
     token_ids: tuple[int, ...] = ()  # the sampled tokens, EOS excluded
     prompt_ids: tuple[int, ...] = ()
+    engine_logprobs: tuple[float, ...] = ()  # the backend's log-prob of each sampled token, where asked for (vLLM)
 
 
 class Generator(Protocol):

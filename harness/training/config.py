@@ -48,6 +48,9 @@ class TrainConfig:
     dtype: str = setting("auto", choices=DTYPES)
     device: str = setting("auto", check=check_device)
     batch_size: int = setting(8, ge=1)  # generation batch
+    backend: str = setting("auto", choices=("auto", "hf", "vllm"))  # rollouts: auto = vllm on a GPU where installed
+    vllm_memory_share: float = setting(0.3, gt=0, lt=1)  # GPU memory for the vLLM engine beside the trainer
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (big models on one GPU)
     # Where the data and the run live: not part of a run's identity (a run folder can be moved).
     data_dir: str | None = None
     out: str | None = None
@@ -56,15 +59,27 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that make a run what it is; a resume must match them (max_steps may grow)."""
-        return {k: v for k, v in asdict(self).items() if k not in LOCATION | {"max_steps"}}
+        return {k: v for k, v in self._settings().items() if k not in LOCATION | {"max_steps"}}
 
     def run_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        what = {k: v for k, v in asdict(self).items() if k not in LOCATION}  # the same run wherever data lives
+        what = {k: v for k, v in self._settings().items() if k not in LOCATION}  # the same run wherever data lives
         digest = run_hash(what)
         model = Path(self.model).name if "/" in self.model else self.model
         return Path(self.results_dir) / "runs" / f"train-{self.method}-{self.task}-{model}-{digest}"
+
+    def _settings(self) -> dict[str, Any]:
+        """Every field; the rollout-backend ones only where they change the run (vllm, gradient
+        checkpointing on), so runs from before they existed keep their folders and resume."""
+        from harness.rollout.backend import resolve_backend
+
+        found = asdict(self)
+        if resolve_backend(self.backend, self.device) != "vllm":
+            del found["backend"], found["vllm_memory_share"]
+        if not self.gradient_checkpointing:
+            del found["gradient_checkpointing"]
+        return found
 
     def validate(self) -> None:
         """Rules across fields and registries (each field's own rule is checked by `build`)."""
@@ -73,6 +88,11 @@ class TrainConfig:
         from harness.training.objective import parse_options
 
         check_fields(self.lora, "lora")
+        from harness.rollout.backend import resolve_backend
+
+        if resolve_backend(self.backend, self.device) == "vllm" and not self.lora.enabled:
+            raise HarnessError("--backend vllm trains LoRA policies only (it would sample from stale full weights); "
+                               "use --backend hf for full fine-tuning")
         if self.problems_per_step % self.grad_accum:
             raise HarnessError("problems_per_step must be a multiple of grad_accum")
         task = get_task(self.task)

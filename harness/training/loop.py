@@ -26,7 +26,7 @@ import torch
 from harness.errors import HarnessError, Interrupted, warn
 from harness.method import Method, get_method
 from harness.metrics import statistics
-from harness.rollout import EngineGenerator, SamplingParams, run_episodes
+from harness.rollout import SamplingParams, run_episodes
 from harness.rollout.generator import seed_for
 from harness.rollout.episode import Episode
 from harness.task import Item, Task, get_task
@@ -91,7 +91,13 @@ class Trainer:
         # fine-tuning needs a frozen copy (memory: one more model).
         self.reference = None if config.lora.enabled else copy.deepcopy(loaded.model).eval().requires_grad_(False)
         self.policy = attach_lora(loaded.model, config.lora, config.seed)
-        self.generator = EngineGenerator(self.policy, self.tokenizer, config.batch_size)
+        if config.gradient_checkpointing:
+            from harness.training.policy import enable_gradient_checkpointing
+
+            enable_gradient_checkpointing(self.policy)
+        from harness.training.vllm_rollouts import rollout_generator  # hf: the decode engine over the policy
+
+        self.generator = rollout_generator(config, loaded, self.policy, run_dir, self.accelerator.num_processes)
         self.eos_ids = self.generator.eos_ids()
         self.pool = None  # the grading pool, set by train()
         self._sample_calls = (-1, 0)  # (step, calls in it): each sampling call of a step gets its own seed
@@ -203,7 +209,17 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self._policy_changed(logs)
         return logs
+
+    def _policy_changed(self, logs: dict[str, float] | None = None) -> None:
+        """A generator that holds its own copy of the policy (vLLM) samples from the new weights from now
+        on; it adds what the past rollouts came from (version, log-prob gap) to the step's logs."""
+        update = getattr(self.generator, "update_policy", None)
+        if update is not None:
+            found = update(self.policy, self.step)
+            if logs is not None:
+                logs.update(found)
 
     def _skip_step(self) -> dict[str, float]:
         """A step with nothing to learn from: counted (and logged as skipped), weights untouched."""
@@ -299,6 +315,7 @@ class Trainer:
         ckpt.set_rng_state(ckpt.load_state(folder, "rng"))
         state = json.loads((folder / "trainer_state.json").read_text())
         self.step, self.cursor = state["step"], Cursor(**state["cursor"])
+        self._policy_changed()
 
 
 def _split_by_group(groups: list[int], parts: int) -> list[list[int]]:

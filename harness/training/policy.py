@@ -49,3 +49,17 @@ def adapter(policy: torch.nn.Module, name: str) -> Iterator[None]:
         policy.base_model.set_adapter(previous)
         for p, flag in flags:
             p.requires_grad_(flag)
+
+
+def enable_gradient_checkpointing(policy: torch.nn.Module) -> None:
+    """Recompute each layer's activations in the backward pass instead of keeping them (memory for time:
+    what fits a 7-8 B model's update on one GPU). With LoRA the frozen embeddings' output must require
+    grad, or checkpointed layers would have nothing to backpropagate through."""
+    base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    # transformers 5.x renamed it (the old name warns); older versions have only the old one.
+    if hasattr(base, "activation_checkpointing_enable"):
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(policy, "enable_input_require_grads"):
+        policy.enable_input_require_grads()

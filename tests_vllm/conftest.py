@@ -1,0 +1,49 @@
+"""Fixtures of the vLLM backend's tests (own environment: `make test-vllm`, .venv-vllm)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# vLLM's CPU build on a small machine: both cores, a 1 GiB KV cache, the engine in this process.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("HARNESS_DATA_DIR") or REPO.parent / "shared" / "data")
+    if not (path / "gsm8k" / "test.jsonl").is_file():
+        pytest.fail(f"offline data not found at {path}; set HARNESS_DATA_DIR")
+    return path
+
+
+@pytest.fixture(scope="module")
+def pool():
+    from harness.grading import GradingPool
+
+    with GradingPool(workers=1) as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def wide_model(tmp_path_factory) -> Path:
+    """tiny-random-s (head_dim 32: vLLM's CPU attention takes no less) with weights drawn wide enough
+    that greedy text varies by prompt and step (at the stored init every row repeats one token, which
+    would make any two backends agree), saved as a model folder both backends load."""
+    import torch
+
+    from harness.models import load_model
+
+    loaded = load_model("tiny-random-s", dtype="float32", device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in loaded.model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, 0.3)
+    folder = tmp_path_factory.mktemp("wide-tiny-random-s")
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return folder
