@@ -180,6 +180,14 @@ def parameter_count(model: dict[str, Any] | None) -> int | None:
     return _count_from_config(str(config)) if config else None
 
 
+def model_parameters(loaded, spec: str) -> int | None:
+    """N of a LoadedModel: counted on its weights, or from its config when a backend loads the weights
+    itself (vLLM: `loaded.model` is None)."""
+    if loaded.model is not None:
+        return count_parameters(loaded.model)
+    return parameter_count({"spec": loaded.path or spec})
+
+
 def count_parameters(torch_model) -> int:
     """N of a loaded model: unique parameters (tied embeddings once)."""
     return sum(p.numel() for p in torch_model.parameters())

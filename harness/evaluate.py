@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from harness.config import DTYPES, check_device, check_fields, setting
 from harness.data import local_data_files
-from harness.diagnostics import count_parameters
+from harness.diagnostics import model_parameters
 from harness.errors import HarnessError
 from harness.manifest import build_manifest
 from harness.method import get_method
@@ -133,7 +133,7 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
         store.write_manifest(build_manifest(
             asdict(config), config.seed,
             {"spec": config.model, "id": loaded.model_id, "weights_sha256": loaded.weights_sha256,
-             "dtype": loaded.dtype, "device": loaded.device, "parameters": count_parameters(loaded.model)},
+             "dtype": loaded.dtype, "device": loaded.device, "parameters": model_parameters(loaded, config.model)},
             local_data_files(config.data_dir, task.data_files(config.split))))
         generator = make_generator(backend, loaded, config.batch_size)
         params = SamplingParams(config.temperature, config.top_p, config.max_new_tokens, 1, config.seed)

@@ -164,10 +164,34 @@ def seed_for(*parts: object) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-request_seed = seed_for  # the name other generator backends import
+class StreamingGenerator(HFGenerator):
+    """A generator whose backend runs `stream(jobs, params, on_done)` (the decode engine, vLLM): a batched
+    `generate` is one stream of jobs with no follow-ups, each request seeded by its index and sample."""
+
+    def generate(
+        self,
+        chats: Sequence[list[Message]],
+        params: SamplingParams,
+        on_tokens: Callable[[int], None] | None = None,
+        prompt_ids: Sequence[list[int] | None] | None = None,
+    ) -> list[list[Completion]]:
+        from harness.rollout.engine import Job
+
+        jobs = [Job(i, ids, [seed_for(params.seed, i, k) for k in range(params.n)])
+                for i, ids in enumerate(self.encode_all(chats, prompt_ids))]
+        results: list[list[Completion] | None] = [None] * len(chats)
+
+        def done(i, completions, seconds):
+            results[i] = completions
+            if on_tokens is not None:
+                on_tokens(sum(c.completion_tokens for c in completions))
+            return []
+
+        self.stream(jobs, params, done)
+        return results  # type: ignore[return-value]
 
 
-class EngineGenerator(HFGenerator):
+class EngineGenerator(StreamingGenerator):
     """The fast path (harness.rollout.engine): continuous batching, no decoding of finished rows, and
     prompts that extend an earlier stream of the same call prefill only their new tail.
 
@@ -194,25 +218,3 @@ class EngineGenerator(HFGenerator):
         results = engine.run(jobs, params.temperature, params.top_p, params.max_new_tokens, done)
         self.last_stats = engine.stats
         return results
-
-    def generate(
-        self,
-        chats: Sequence[list[Message]],
-        params: SamplingParams,
-        on_tokens: Callable[[int], None] | None = None,
-        prompt_ids: Sequence[list[int] | None] | None = None,
-    ) -> list[list[Completion]]:
-        from harness.rollout.engine import Job
-
-        jobs = [Job(i, ids, [seed_for(params.seed, i, k) for k in range(params.n)])
-                for i, ids in enumerate(self.encode_all(chats, prompt_ids))]
-        results: list[list[Completion] | None] = [None] * len(chats)
-
-        def done(i, completions, seconds):
-            results[i] = completions
-            if on_tokens is not None:
-                on_tokens(sum(c.completion_tokens for c in completions))
-            return []
-
-        self.stream(jobs, params, done)
-        return results  # type: ignore[return-value]

@@ -5,7 +5,7 @@ Prompts go in as token ids (`TokensPrompt`), never as text: attempt k+1 continue
 attempt k sampled (HFGenerator.continuation), and with prefix caching on its prefill reuses attempt k's
 cached blocks. vLLM runs without its own tokenizer (`skip_tokenizer_init`): ours decodes, so the text
 and the EOS handling are the HF generator's. Every sample is its own vLLM request with its own seed
-(`request_seed`), so what it samples does not depend on what shares its batch.
+(`seed_for`), so what it samples does not depend on what shares its batch.
 
 A LoRA policy is served through vLLM's LoRA requests (`set_adapter`): a new adapter id per policy
 version, no copy of the weights into the engine.
@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.errors import HarnessError
-from harness.rollout.generator import Completion, HFGenerator, SamplingParams, request_seed
-from harness.task import Message
+from harness.rollout.generator import Completion, SamplingParams, StreamingGenerator
 
 
 @dataclass
@@ -92,7 +91,7 @@ def model_eos_ids(path: str, tokenizer) -> list[int]:
 CPU_MAX_MODEL_LEN = 4096
 
 
-class VLLMGenerator(HFGenerator):
+class VLLMGenerator(StreamingGenerator):
     """`generate` and `stream` (engine `Job`s, follow-ups as each finishes) on a vLLM engine."""
 
     def __init__(self, model_path: str, tokenizer, settings: VLLMSettings | None = None, eos_ids: list[int] | None = None):
@@ -143,29 +142,7 @@ class VLLMGenerator(HFGenerator):
             self.lora = LoRARequest(f"policy-v{version}", version + 1, str(path))  # ids start at 1
         self.policy_version = version
 
-    # ---- Generator --------------------------------------------------------------------------
-    def generate(
-        self,
-        chats: Sequence[list[Message]],
-        params: SamplingParams,
-        on_tokens: Callable[[int], None] | None = None,
-        prompt_ids: Sequence[list[int] | None] | None = None,
-    ) -> list[list[Completion]]:
-        from harness.rollout.engine import Job
-
-        jobs = [Job(i, ids, [request_seed(params.seed, i, k) for k in range(params.n)])
-                for i, ids in enumerate(self.encode_all(chats, prompt_ids))]
-        results: list[list[Completion] | None] = [None] * len(chats)
-
-        def done(i, completions, seconds):
-            results[i] = completions
-            if on_tokens is not None:
-                on_tokens(sum(c.completion_tokens for c in completions))
-            return []
-
-        self.stream(jobs, params, done)
-        return results  # type: ignore[return-value]
-
+    # ---- Generator (`generate` is StreamingGenerator's: one stream of jobs) --------------------
     def stream(self, jobs, params: SamplingParams, on_done: Callable | None = None, logprobs: bool = False):
         """Run engine `Job`s; `on_done(key, completions, seconds)` may return follow-up jobs, which are
         queued at once (an episode's next attempt joins the running batch as soon as the last is graded).
