@@ -44,6 +44,14 @@ class Generator(Protocol):
     def continuation(self, messages: list[Message], completion: Completion, next_messages: list[Message]) -> list[int] | None: ...
 
 
+def eos_set(config_eos: int | Sequence[int] | None, tokenizer) -> list[int]:
+    """Every token that ends a turn: a generation config's EOS id(s), then the tokenizer's."""
+    ids = [config_eos] if isinstance(config_eos, int) else list(config_eos or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
 class HFGenerator:
     """Batched `model.generate` with left padding, prompts sorted by length so batches pad little."""
 
@@ -140,11 +148,7 @@ class HFGenerator:
 
     def eos_ids(self) -> list[int]:
         """Every token that ends a turn: the model's EOS ids and the tokenizer's."""
-        ids = self.model.generation_config.eos_token_id
-        ids = [ids] if isinstance(ids, int) else list(ids or [])
-        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
-            ids.append(self.tokenizer.eos_token_id)
-        return ids
+        return eos_set(self.model.generation_config.eos_token_id, self.tokenizer)
 
     def _completion(self, tokens: list[int], prompt: list[int], eos_ids: list[int]) -> Completion:
         end = next((j for j, t in enumerate(tokens) if t in eos_ids), None)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.errors import HarnessError
-from harness.rollout.generator import Completion, SamplingParams, StreamingGenerator
+from harness.rollout.generator import Completion, SamplingParams, StreamingGenerator, eos_set
 
 
 @dataclass
@@ -78,11 +78,7 @@ def model_eos_ids(path: str, tokenizer) -> list[int]:
         config = GenerationConfig.from_pretrained(path)
     except OSError:
         config = GenerationConfig.from_model_config(AutoConfig.from_pretrained(path))
-    ids = config.eos_token_id
-    ids = [ids] if isinstance(ids, int) else list(ids or [])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
+    return eos_set(config.eos_token_id, tokenizer)
 
 
 # On CPU prefill is never chunked: vLLM 0.32 rewinds a seeded request's generator after a partial
