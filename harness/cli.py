@@ -22,6 +22,8 @@ from rich.table import Table
 
 from harness.data import DATA_ENV, read_jsonl, resolve_data_dir
 from harness.errors import HarnessError, Interrupted
+from harness.evaluate import RolloutSettings
+from harness.sampling import SAMPLING_FIELDS, Sampling
 from harness.task import TASKS, get_task
 
 class OneLineUsageErrors(TyperGroup):
@@ -125,18 +127,53 @@ def eval_progress(bar: Progress, description: str) -> Callable[..., None]:
     return show
 
 
-# Rollout options shared by `eval` and `compare` (same defaults and help in both).
-ROLLOUT_SPLIT = typer.Option("test", help="Which split to evaluate.")
-ROLLOUT_LIMIT = typer.Option(None, help="Only the first N problems (default: all).")
-ROLLOUT_TURNS = typer.Option(2, help="Attempts per problem (K >= 2).")
-ROLLOUT_BATCH_SIZE = typer.Option(0, help="Rows decoded at once (0: as many as free memory allows).")
-ROLLOUT_MAX_NEW_TOKENS = typer.Option(512, help="Cap on each attempt's length.")
-ROLLOUT_TEMPERATURE = typer.Option(0.0, help="0 = greedy.")
-ROLLOUT_TOP_P = typer.Option(1.0, help="Nucleus sampling mass.")
-ROLLOUT_DTYPE = typer.Option("auto", help="auto (bf16 on GPUs with bf16, float32 on CPU: see README), float32, bfloat16, float16.")
-ROLLOUT_DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps.")
-ROLLOUT_BACKEND = typer.Option("auto", help="Generation backend: auto (vllm on a GPU where installed, else hf), "
-                                            "hf (transformers), vllm.")
+def options_from(*classes: type, into: str, unset: bool = False) -> Callable[[Callable], Callable]:
+    """One command-line option per field that declares a `help`, in the dataclasses `classes` and the
+    dataclasses nested in them (Sampling in RolloutSettings): its default, type and help text come from
+    the field, so a setting is declared once. The options stand where the command's parameter `into`
+    stands, and the command gets them as `into`, a dict by field name. unset=True: every option defaults
+    to None ("not given"), for a command whose settings also come from presets and files."""
+    import dataclasses
+    import inspect
+    import typing
+
+    def settings(cls: type) -> list[tuple[dataclasses.Field, object]]:  # a nested dataclass's, in its place
+        hints = typing.get_type_hints(cls)
+        return [found for f in dataclasses.fields(cls)
+                for found in (settings(hints[f.name]) if dataclasses.is_dataclass(hints[f.name])
+                              else [(f, hints[f.name])] if f.metadata.get("help") else [])]
+
+    found = [setting for cls in classes for setting in settings(cls)]
+
+    def option(f: dataclasses.Field, hint: object) -> inspect.Parameter:
+        default = None if unset else f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind = next(a for a in typing.get_args(hint) if a is not type(None)) if typing.get_args(hint) else hint
+        return inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                 default=typer.Option(default, help=f.metadata["help"]),
+                                 annotation=Optional[kind] if unset or default is None else kind)
+
+    def decorate(command: Callable) -> Callable:
+        signature = inspect.signature(command)
+        params: list[inspect.Parameter] = []
+        for param in signature.parameters.values():
+            params += [option(f, hint) for f, hint in found] if param.name == into else [param]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            given = {f.name: kwargs.pop(f.name) for f, _ in found}
+            return command(**kwargs, **{into: given})
+
+        wrapper.__signature__ = signature.replace(parameters=params)
+        return wrapper
+
+    return decorate
+
+
+def rollout_settings(options: dict, data_dir: Optional[Path], out: Optional[Path]) -> dict:
+    """RolloutSettings keyword arguments from the options `options_from` made (eval and compare)."""
+    sampling = Sampling(**{k: options.pop(k) for k in SAMPLING_FIELDS})
+    return {**options, "sampling": sampling, "data_dir": str(data_dir) if data_dir else None,
+            "out": str(out) if out else None}
 
 
 @app.command("tasks")
@@ -231,22 +268,13 @@ def models_command() -> None:
 
 @app.command("eval")
 @user_errors
+@options_from(RolloutSettings, into="rollout")
 def eval_command(
     task: str = typer.Option("gsm8k", "--task", "-t", help="Task name (see `harness tasks`)."),
     model: str = typer.Option("embedded", "--model", "-m", help="Alias, hub id, folder or .gguf (see `harness models`)."),
     method: str = typer.Option("base", help="How attempt k+1 is asked for."),
-    split: str = ROLLOUT_SPLIT,
-    limit: Optional[int] = ROLLOUT_LIMIT,
-    turns: int = ROLLOUT_TURNS,
-    seed: int = typer.Option(0, help="Sampling seed."),
-    batch_size: int = ROLLOUT_BATCH_SIZE,
-    max_new_tokens: int = ROLLOUT_MAX_NEW_TOKENS,
-    temperature: float = ROLLOUT_TEMPERATURE,
-    top_p: float = ROLLOUT_TOP_P,
-    dtype: str = ROLLOUT_DTYPE,
-    device: str = ROLLOUT_DEVICE,
-    backend: str = ROLLOUT_BACKEND,
-    data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder [env HARNESS_DATA_DIR]."),
+    rollout: dict = None,  # split, limit, turns, seed, batch size, sampling, dtype, device, backend
+    data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: results/runs/<task>-<method>-<model>-...)."),
     checkpoint: Optional[Path] = typer.Option(None, help="A training run folder: evaluate its trained policy."),
 ) -> None:
@@ -258,10 +286,8 @@ def eval_command(
     from harness.evaluate import EvalConfig, evaluate
     from harness.report import metrics_table
 
-    config = EvalConfig(task=task, split=split, method=method, model=model, limit=limit, turns=turns, seed=seed,
-                        batch_size=batch_size, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                        dtype=dtype, device=device, backend=backend, data_dir=str(data_dir) if data_dir else None,
-                        out=str(out) if out else None, checkpoint=str(checkpoint) if checkpoint else None)
+    config = EvalConfig(task=task, method=method, model=model, **rollout_settings(rollout, data_dir, out),
+                        checkpoint=str(checkpoint) if checkpoint else None)
     if checkpoint is not None and (checkpoint / "config.yaml").is_file():
         from harness.store import read_run_config
 
@@ -271,7 +297,8 @@ def eval_command(
             config.method = method = trained.get("method", method)
     with progress_bar() as bar:
         result = evaluate(config, eval_progress(bar, f"{task} · {method} · {model}"))
-    console.print(metrics_table({method: result.metrics}, title=f"{task} ({split}) · {model} · {turns} turns (%, 95% CI)"))
+    title = f"{task} ({config.split}) · {model} · {config.turns} turns (%, 95% CI)"
+    console.print(metrics_table({method: result.metrics}, title=title))
     note = "all from the store" if result.generated_now == 0 else f"{result.generated_now} generated now"
     console.print(f"{result.metrics.n} problems ({note}), {result.tokens_per_problem:.0f} generated tokens per problem")
     console.print(f"run written to {result.run_dir}")
@@ -299,6 +326,7 @@ def _split_list(values: list[str]) -> list[str]:
 
 @app.command("compare")
 @user_errors
+@options_from(RolloutSettings, into="rollout")
 def compare_command(
     task: str = typer.Option("gsm8k", "--task", "-t", help="Task name (see `harness tasks`)."),
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods (default: every training-free one); "
@@ -306,17 +334,7 @@ def compare_command(
     checkpoints: list[str] = typer.Option([], help="Training-run folders (repeat or comma-separate); each row is "
                                                    "labelled by the method its config.yaml names."),
     model: str = typer.Option("embedded", "--model", "-m", help="Alias, hub id, folder or .gguf (the base model)."),
-    split: str = ROLLOUT_SPLIT,
-    limit: Optional[int] = ROLLOUT_LIMIT,
-    turns: int = ROLLOUT_TURNS,
-    seed: int = typer.Option(0, help="Sampling seed (the same for every method)."),
-    batch_size: int = ROLLOUT_BATCH_SIZE,
-    max_new_tokens: int = ROLLOUT_MAX_NEW_TOKENS,
-    temperature: float = ROLLOUT_TEMPERATURE,
-    top_p: float = ROLLOUT_TOP_P,
-    dtype: str = ROLLOUT_DTYPE,
-    device: str = ROLLOUT_DEVICE,
-    backend: str = ROLLOUT_BACKEND,
+    rollout: dict = None,  # split, limit, turns, seed, batch size, sampling, dtype, device, backend
     data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder."),
     results_dir: Path = typer.Option(Path("results"), help="Root of runs/ and compare/."),
     out: Optional[Path] = typer.Option(None, help="Comparison folder (default: RESULTS_DIR/compare/<task>-<id>)."),
@@ -329,17 +347,15 @@ def compare_command(
     """
     from harness.compare import CompareConfig, plan, run_compare
 
-    config = CompareConfig(task=task, split=split, methods=_split_list([methods]) if methods is not None else None,
-                           checkpoints=_split_list(checkpoints), model=model, limit=limit, turns=turns, seed=seed,
-                           batch_size=batch_size, max_new_tokens=max_new_tokens, temperature=temperature,
-                           top_p=top_p, dtype=dtype, device=device, backend=backend, data_dir=str(data_dir) if data_dir else None,
-                           results_dir=str(results_dir), out=str(out) if out else None, reported=reported)
+    config = CompareConfig(task=task, model=model, **rollout_settings(rollout, data_dir, out), results_dir=str(results_dir),
+                           methods=_split_list([methods]) if methods is not None else None,
+                           checkpoints=_split_list(checkpoints), reported=reported)
     prepared = plan(config)  # every check before any work: a bad input writes nothing
     with progress_bar() as bar:
         result = run_compare(prepared, lambda row: eval_progress(bar, f"{task} · {row.label} · {row.eval.model}"))
     done = ", ".join(f"{k} {'stored' if v == 0 else f'{v} generated now'}" for k, v in result.generated_now.items())
     console.print(f"{len(prepared.problem_ids)} problems per method ({done})")
-    _print_outputs(result.outputs, f"{task} ({split}) · {model} · {turns} turns (%, 95% CI)", result.folder)
+    _print_outputs(result.outputs, f"{task} ({config.split}) · {model} · {config.turns} turns (%, 95% CI)", result.folder)
 
 
 @app.command("report")
@@ -379,6 +395,7 @@ def regrade_command(
 
 @app.command("train")
 @user_errors
+@options_from(Sampling, into="sampling", unset=True)
 def train_command(
     method: Optional[str] = typer.Option(None, help="A trained method: score, a2c2stage, rrr, pair-sft, star "
                                                     "(required unless --resume)."),
@@ -389,8 +406,9 @@ def train_command(
     max_steps: Optional[int] = typer.Option(None, help="Optimizer steps."),
     seed: Optional[int] = typer.Option(None, help="Seed for data order, sampling and LoRA init."),
     backend: Optional[str] = typer.Option(None, help="Rollout backend: auto (vllm on a GPU where installed), hf, vllm."),
+    sampling: dict = None,  # --max-new-tokens, --temperature, --top-p (default: the preset's, else 256, 1.0, 1.0)
     set_: list[str] = typer.Option([], "--set", help="Override any field: --set lr=1e-5 --set method_options.alpha=5."),
-    data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder [env HARNESS_DATA_DIR]."),
+    data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: results/runs/train-<method>-<task>-...)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last checkpoint."),
 ) -> None:
@@ -403,6 +421,7 @@ def train_command(
     from harness.training.loop import train
 
     explicit = {"method": method, "task": task, "model": model, "max_steps": max_steps, "seed": seed, "backend": backend,
+                **sampling,
                 "data_dir": str(data_dir) if data_dir else None, "out": str(resume or out) if (resume or out) else None}
     if resume is not None:
         if out is not None and Path(out).resolve() != resume.resolve():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,7 +33,8 @@ class CompareConfig(RolloutSettings):
     reported: bool = False  # add the papers' numbers (harness.reported) as rows
 
     def identity(self) -> dict[str, Any]:
-        found = {key: getattr(self, key) for key in IDENTITY}
+        settings = self.settings()
+        found = {key: settings[key] for key in IDENTITY}
         from harness.rollout.backend import resolve_backend
 
         if resolve_backend(self.backend, self.device) == "vllm":  # hf comparisons keep their folders
@@ -91,6 +92,7 @@ def plan(config: CompareConfig) -> Plan:
     from harness.task import get_task
 
     check_fields(config, "--")  # set by the CLI options of compare
+    check_fields(config.sampling, "--")
     task = get_task(config.task)
     if config.split not in task.splits:
         raise HarnessError(f"task {config.task!r} has no split {config.split!r}; splits: {', '.join(task.splits)}")
@@ -173,7 +175,7 @@ def run_compare(prepared: Plan, progress: Callable[[PlannedRow], Callable[..., A
     folder.mkdir(parents=True, exist_ok=True)
     spec = {
         "id": config.compare_id(),
-        "config": asdict(config),
+        "config": config.settings(),
         "problem_ids": prepared.problem_ids,
         "rows": [{"label": row.label, "method": row.method, "model": row.eval.model,
                   "trained": row.checkpoint is not None,
@@ -188,7 +190,7 @@ def run_compare(prepared: Plan, progress: Callable[[PlannedRow], Callable[..., A
         models[label] = json.loads(manifest.read_text()).get("model") if manifest.is_file() else None
     task = get_task(config.task)
     RunStore(folder).write_manifest(build_manifest(
-        asdict(config), config.seed, {"spec": config.model, "runs": models},
+        config.settings(), config.seed, {"spec": config.model, "runs": models},
         local_data_files(config.data_dir, task.data_files(config.split))))
     outputs.written.insert(0, atomic_write_json(folder / "compare.json", spec))
     outputs.written.insert(1, folder / "manifest.json")

@@ -165,9 +165,10 @@ class Rule:
         return " and ".join(p for p in (low, high) if p)
 
 
-def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **rule: Any) -> Any:
-    """A dataclass field with a rule: `lr: float = setting(5e-6, gt=0)`."""
-    return dataclasses.field(default=default, default_factory=factory, metadata={"rule": Rule(**rule)})
+def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, help: str | None = None,
+            **rule: Any) -> Any:
+    """A dataclass field with a rule: `lr: float = setting(5e-6, gt=0)`; `help` is its command-line help."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={"rule": Rule(**rule), "help": help})
 
 
 def _type_problem(value: Any, hint: Any) -> str | None:
@@ -225,6 +226,7 @@ def check_device(device: str) -> str | None:
 
 
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+DTYPE_HELP = "auto (bf16 on GPUs with bf16, float32 on CPU: see README), float32, bfloat16, float16."
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.config import DTYPES, check_device, check_fields, setting
+from harness.config import DTYPE_HELP, DTYPES, check_device, check_fields, setting
 from harness.data import local_data_files
 from harness.diagnostics import model_parameters
 from harness.errors import HarnessError
@@ -14,6 +14,7 @@ from harness.manifest import build_manifest
 from harness.method import get_method
 from harness.metrics import TurnMetrics, score_samples
 from harness.rollout.backend import BACKENDS, resolve_backend
+from harness.sampling import Sampling, flatten
 from harness.store import RunStore, read_run_config, run_hash
 from harness.task import get_task
 
@@ -27,21 +28,25 @@ class RolloutSettings:
     """What every evaluation of a comparison shares: the problems, the model and the sampling."""
 
     task: str = "gsm8k"
-    split: str = "test"
+    # A field with `help` is a command-line option of eval and compare, made from the field (cli.py).
+    split: str = setting("test", help="Which split to evaluate.")
     model: str = setting("embedded", check=lambda m: None if m.strip() else "must not be empty")
-    limit: int | None = setting(None, ge=1)
-    turns: int = setting(2, ge=2)  # self-correction needs a second attempt
-    seed: int = setting(0, ge=0, lt=2**32)
-    batch_size: int = setting(0, ge=0)  # rows decoded at once; 0: as many as memory allows
-    max_new_tokens: int = setting(512, ge=1)
-    temperature: float = setting(0.0, ge=0)  # 0: greedy
-    top_p: float = setting(1.0, gt=0, le=1)
-    dtype: str = setting("auto", choices=DTYPES)
-    device: str = setting("auto", check=check_device)
-    backend: str = setting("auto", choices=BACKENDS)  # auto: vllm on a GPU where installed, else hf
+    limit: int | None = setting(None, ge=1, help="Only the first N problems (default: all).")
+    turns: int = setting(2, ge=2, help="Attempts per problem (K >= 2).")  # self-correction needs a second attempt
+    seed: int = setting(0, ge=0, lt=2**32, help="Sampling seed (in a comparison, the same for every method).")
+    batch_size: int = setting(0, ge=0, help="Rows decoded at once (0: as many as free memory allows).")
+    sampling: Sampling = field(default_factory=Sampling)  # its fields are options too
+    dtype: str = setting("auto", choices=DTYPES, help=DTYPE_HELP)
+    device: str = setting("auto", check=check_device, help="auto, cpu, cuda, cuda:1, mps.")
+    backend: str = setting("auto", choices=BACKENDS,
+                           help="Generation backend: auto (vllm on a GPU where installed, else hf), hf (transformers), vllm.")
     data_dir: str | None = None
     out: str | None = None
     results_dir: str = "results"
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting, flat (sampling's at the top level): what config.yaml and the manifest hold."""
+        return flatten(asdict(self))
 
 
 @dataclass
@@ -53,7 +58,7 @@ class EvalConfig(RolloutSettings):
     checkpoint_step: str | None = None  # its latest checkpoint (set by validate): a later one is another run
 
     def identity(self) -> dict[str, Any]:
-        found = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_IDENTITY}
+        found = {k: v for k, v in self.settings().items() if k not in NOT_IDENTITY}
         if found["checkpoint_step"] is None:  # absent, not None: runs of the base model keep their ids
             del found["checkpoint_step"]
         if self.rollout_backend() == "vllm":  # hf runs keep the ids they had before backends
@@ -76,6 +81,7 @@ class EvalConfig(RolloutSettings):
     def validate(self) -> None:
         """Every setting, the task and split, the method and the checkpoint folder; writes nothing."""
         check_fields(self, "--")  # set by the CLI options of eval
+        check_fields(self.sampling, "--")
         task = get_task(self.task)
         if self.split not in task.splits:
             raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")
@@ -126,17 +132,17 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
             loaded = load_trained_policy(Path(config.checkpoint), config.dtype, config.device)
         else:
             loaded = load_for_backend(backend, config.model, config.dtype, config.device)
-    store.write_config(asdict(config), config.identity())
+    store.write_config(config.settings(), config.identity())
     report = progress or (lambda **_: None)
     report(done=len(done), total=len(items), tokens=0, samples=done)
     if loaded is not None:
         store.write_manifest(build_manifest(
-            asdict(config), config.seed,
+            config.settings(), config.seed,
             {"spec": config.model, "id": loaded.model_id, "weights_sha256": loaded.weights_sha256,
              "dtype": loaded.dtype, "device": loaded.device, "parameters": model_parameters(loaded, config.model)},
             local_data_files(config.data_dir, task.data_files(config.split))))
         generator = make_generator(backend, loaded, config.batch_size)
-        params = SamplingParams(config.temperature, config.top_p, config.max_new_tokens, 1, config.seed)
+        params = SamplingParams.of(config.sampling, config.seed)
         tokens = [0]
 
         def count(n: int) -> None:

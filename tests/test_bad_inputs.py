@@ -23,6 +23,7 @@ from harness.cli import app
 from harness.config import Rule
 from harness.evaluate import EvalConfig
 from harness.method import METHODS
+from harness.sampling import Sampling
 from harness.training.config import LoraSettings, TrainConfig
 
 runner = CliRunner()
@@ -103,6 +104,10 @@ def _number(value: float, kind: type) -> str:
 TRAIN = ["train", "--method", "score", "--task", "gsm8k", "--preset", "cpu-tiny", "--max-steps", "1"]
 TRAIN_CASES = [(f"{field}={value}",) for field, values in invalid_values(TrainConfig).items() for value in values]
 TRAIN_CASES += [(f"lora.{field}={value}",) for field, values in invalid_values(LoraSettings).items() for value in values]
+# Sampling settings are flat (`temperature=-1`, as config.yaml holds them) or nested (`sampling.temperature=-1`).
+TRAIN_CASES += [(f"{field}={value}",) for field, values in invalid_values(Sampling).items() for value in values]
+TRAIN_CASES += [(f"sampling.{field}={value}",) for field, values in invalid_values(Sampling).items() for value in values]
+TRAIN_CASES += [("sampling=5",), ("sampling.nosuch=1",)]
 # The cases of issue 15 and others a rule cannot derive:
 TRAIN_CASES += [(s,) for s in (
     "lr=-1", "lr=nan", "lr=0", "lora.rank=0", "lora.dropout=2", "lora.targets=nosuch", "lora.targets=q_proj,nosuch",
@@ -187,7 +192,8 @@ ROLLOUT_OPTIONS = {"limit", "turns", "seed", "batch_size", "max_new_tokens", "te
 
 
 def _rollout_cases() -> list[tuple[str, str]]:
-    cases = [(f, v) for f, values in invalid_values(EvalConfig).items() if f in ROLLOUT_OPTIONS for v in values]
+    invalid = {**invalid_values(EvalConfig), **invalid_values(Sampling)}
+    cases = [(f, v) for f, values in invalid.items() if f in ROLLOUT_OPTIONS for v in values]
     return cases + [("temperature", "-1"), ("top_p", "0"), ("device", "cuda:7"), ("turns", "1"), ("limit", "0")]
 
 

@@ -29,7 +29,7 @@ def setup(wide_model, tmp_path_factory, data_dir):
 
 
 def _sample(generator, items, pool):
-    params = SamplingParams(1.0, 1.0, 12, 1, seed=5)
+    params = SamplingParams(temperature=1.0, max_new_tokens=12, seed=5)
     episodes = run_episodes(get_task("gsm8k"), get_method("base"), items, generator, params, 2, pool)
     return [[s.token_ids for s in e.steps] for e in episodes]
 

@@ -156,7 +156,7 @@ class SelfCorrectLM(HFLM):
                 records[i]["attempts"].append(postprocess_generated_text(generation=text, stop=until, think_end_token=None))
                 return [job(i)] if len(records[i]["attempts"]) < self.turns else []
 
-            self._engine.stream([job(i) for i in indices], SamplingParams(0.0, 1.0, max_gen), done)
+            self._engine.stream([job(i) for i in indices], SamplingParams(max_new_tokens=max_gen), done)
 
 
 class _StopStrings:

@@ -6,19 +6,23 @@ The `Generator` protocol is the seam for other backends (vLLM on GPUs): anything
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Protocol, Sequence
 
+from harness.sampling import Sampling
 from harness.task import Message
 
 
 @dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    max_new_tokens: int = 512
-    n: int = 1  # samples per prompt
+class SamplingParams(Sampling):
+    """The run's `Sampling` plus what one generate call needs: samples per prompt and the base seed."""
+
+    n: int = 1
     seed: int = 0
+
+    @classmethod
+    def of(cls, sampling: Sampling, seed: int) -> "SamplingParams":
+        return cls(**{f.name: getattr(sampling, f.name) for f in fields(Sampling)}, seed=seed)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 from harness.config import DTYPES, build, check_device, check_fields, merge, parse_overrides, read_yaml, setting
 from harness.errors import HarnessError
 from harness.lora import LoraSettings
+from harness.sampling import Sampling, flatten, nest
 from harness.store import run_hash
 
 
@@ -34,9 +35,7 @@ class TrainConfig:
     problems_per_step: int = setting(8, ge=1)  # distinct problems per optimizer step (global, over all processes)
     samples_per_problem: int = setting(2, ge=1)  # episodes per problem (>= 2 gives leave-one-out baselines)
     grad_accum: int = setting(1, ge=1)  # micro-batches per optimizer step
-    temperature: float = setting(1.0, ge=0)
-    top_p: float = setting(1.0, gt=0, le=1)
-    max_new_tokens: int = setting(256, ge=1)
+    sampling: Sampling = field(default_factory=lambda: Sampling(max_new_tokens=256, temperature=1.0))  # on-policy
     lr: float = setting(5e-6, gt=0)
     weight_decay: float = setting(0.0, ge=0)
     max_grad_norm: float = setting(1.0, ge=0)  # 0: no clipping
@@ -69,12 +68,16 @@ class TrainConfig:
         model = Path(self.model).name if "/" in self.model else self.model
         return Path(self.results_dir) / "runs" / f"train-{self.method}-{self.task}-{model}-{digest}"
 
+    def settings(self) -> dict[str, Any]:
+        """Every field, flat (sampling's at the top level): what config.yaml and the manifest hold."""
+        return flatten(asdict(self))
+
     def _settings(self) -> dict[str, Any]:
         """Every field; the rollout-backend ones only where they change the run (vllm, gradient
         checkpointing on), so runs from before they existed keep their folders and resume."""
         from harness.rollout.backend import resolve_backend
 
-        found = asdict(self)
+        found = self.settings()
         if resolve_backend(self.backend, self.device) != "vllm":
             del found["backend"], found["vllm_memory_share"]
         if not self.gradient_checkpointing:
@@ -137,11 +140,18 @@ def load_train_config(preset: str | None = None, yaml_path: str | None = None, o
     """defaults < preset < YAML < explicit CLI options < --set overrides."""
     if preset is not None and preset not in PRESETS:
         raise HarnessError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    values = merge(PRESETS.get(preset, {}) if preset else {}, read_yaml(yaml_path) if yaml_path else {},
-                   {k: v for k, v in (explicit or {}).items() if v is not None}, parse_overrides(overrides or []))
-    lora = values.pop("lora", {})
-    if not isinstance(lora, dict):
-        raise HarnessError(f"lora: expected a mapping of LoRA settings, got {lora!r}")
-    config = build(TrainConfig, {**values, "lora": LoraSettings()}, "train")
-    config.lora = build(LoraSettings, merge(asdict(LoraSettings()), lora), "lora")
+    # Sampling settings are flat in every layer (config.yaml, presets, `--set temperature=1`);
+    # `sampling.temperature` is accepted too.
+    layers = [PRESETS.get(preset, {}) if preset else {}, read_yaml(yaml_path) if yaml_path else {},
+              {k: v for k, v in (explicit or {}).items() if v is not None}, parse_overrides(overrides or [])]
+    values = merge(*(nest(layer) for layer in layers))
+    nested = {}
+    for name, kind in (("lora", "LoRA settings"), ("sampling", "sampling settings")):
+        nested[name] = values.pop(name, {})
+        if not isinstance(nested[name], dict):
+            raise HarnessError(f"{name}: expected a mapping of {kind}, got {nested[name]!r}")
+    config = build(TrainConfig, values, "train")
+    config.lora = build(LoraSettings, merge(asdict(LoraSettings()), nested["lora"]), "lora")
+    config.sampling = build(Sampling, merge(asdict(config.sampling), nested["sampling"]), "train")
+    config.validate()  # again: its rules may read the nested settings
     return config

@@ -153,8 +153,8 @@ class Trainer:
         calls = calls + 1 if step == self.step else 0
         self._sample_calls = (self.step, calls)
         # Its own seed for each (step, process, call): no two sampling calls of a run share one.
-        params = SamplingParams(self.config.temperature, self.config.top_p, self.config.max_new_tokens, 1,
-                                seed=seed_for(self.config.seed, "train", self.step, self.accelerator.process_index, calls))
+        params = SamplingParams.of(self.config.sampling,
+                                   seed_for(self.config.seed, "train", self.step, self.accelerator.process_index, calls))
         self.policy.eval()
         try:
             return run_episodes(self.task, self.method, items or [], self.generator, params, turns, self.pool,
@@ -186,7 +186,7 @@ class Trainer:
                 ref, _ = self._logprobs(self.reference_logprobs, part, False)
             index = torch.tensor(rows)
             batch = RLBatch(self.step, [episodes[r] for r in rows], part, rewards[:, index].to(device),
-                            groups[index].to(device), logp, ref, entropy, float(config.max_new_tokens))
+                            groups[index].to(device), logp, ref, entropy, float(config.sampling.max_new_tokens))
             out = self.objective.loss(batch, self.context)
             self.accelerator.backward(out.loss / len(micro))
             for key, value in out.logs.items():
@@ -297,7 +297,7 @@ class Trainer:
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": ckpt.rng_state(), "method": modules}
         return ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, parts,
-                                    {"cursor": asdict(self.cursor), "config": asdict(self.config)})
+                                    {"cursor": asdict(self.cursor), "config": self.config.settings()})
 
     def load(self, folder: Path) -> None:
         modules = ckpt.load_state(folder, "method")
@@ -366,14 +366,14 @@ def train(config: TrainConfig, resume: bool = False,
     if found is not None:
         trainer.load(found)
     if accel.is_main_process:
-        store.write_config(asdict(config), config.identity())
+        store.write_config(config.settings(), config.identity())
         store.write_manifest(build_manifest(
-            asdict(config), config.seed,
+            config.settings(), config.seed,
             {"spec": config.model, "id": trainer.loaded.model_id, "weights_sha256": trainer.loaded.weights_sha256},
             data_files))
         _truncate_log(run_dir / "log.jsonl", trainer.step)
     if config.report_to:
-        accel.init_trackers("train", config={k: str(v) for k, v in asdict(config).items()})
+        accel.init_trackers("train", config={k: str(v) for k, v in config.settings().items()})
     saved = trainer.step if found is not None else -1
     with GradingPool() as pool, StopOnSignal(abandon=accel.num_processes == 1) as stop:
         trainer.pool = pool
