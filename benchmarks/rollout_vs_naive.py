@@ -42,7 +42,7 @@ def naive_episodes(model, tokenizer, task, method, items, params: SamplingParams
             text = tokenizer.decode(kept, skip_special_tokens=True)
             attempts.append((text, len(new)))
             messages = messages + [{"role": "assistant", "content": text},
-                                   {"role": "user", "content": method.correction_instruction}]
+                                   {"role": "user", "content": method.instruction_for(task)}]
         episodes.append(attempts)
     return episodes
 
