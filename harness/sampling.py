@@ -15,7 +15,7 @@ from typing import Any
 from harness.config import setting
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # by name only: the field order is not part of the interface
 class Sampling:
     max_new_tokens: int = setting(512, ge=1, help="Cap on each attempt's length.")
     temperature: float = setting(0.0, ge=0, help="0 = greedy.")

@@ -74,7 +74,8 @@ def _hf_generator(model, tokenizer, stop):
 
 
 def _episodes(generator, items, pool, method="base", temperature=0.0, seed=0):
-    params = SamplingParams(temperature, 1.0 if temperature == 0 else 0.9, MAX_NEW, 1, seed)
+    params = SamplingParams(temperature=temperature, top_p=1.0 if temperature == 0 else 0.9, max_new_tokens=MAX_NEW,
+                            seed=seed)
     return run_episodes(get_task("gsm8k"), get_method(method), items, generator, params, 2, pool)
 
 

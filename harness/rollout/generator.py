@@ -13,7 +13,7 @@ from harness.sampling import Sampling
 from harness.task import Message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplingParams(Sampling):
     """The run's `Sampling` plus what one generate call needs: samples per prompt and the base seed."""
 
