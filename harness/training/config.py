@@ -150,8 +150,7 @@ def load_train_config(preset: str | None = None, yaml_path: str | None = None, o
         nested[name] = values.pop(name, {})
         if not isinstance(nested[name], dict):
             raise HarnessError(f"{name}: expected a mapping of {kind}, got {nested[name]!r}")
-    config = build(TrainConfig, values, "train")
-    config.lora = build(LoraSettings, merge(asdict(LoraSettings()), nested["lora"]), "lora")
-    config.sampling = build(Sampling, merge(asdict(config.sampling), nested["sampling"]), "train")
-    config.validate()  # again: its rules may read the nested settings
-    return config
+    # The nested settings first, so TrainConfig's cross-field rules (validate) see the real ones.
+    lora = build(LoraSettings, merge(asdict(LoraSettings()), nested["lora"]), "lora")
+    sampling = build(Sampling, merge(asdict(TrainConfig().sampling), nested["sampling"]), "train")
+    return build(TrainConfig, {**values, "lora": lora, "sampling": sampling}, "train")
