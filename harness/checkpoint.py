@@ -177,11 +177,16 @@ def latest_checkpoint(run_dir: Path, repair: bool = False, only: tuple[str, ...]
     return None
 
 
-def require_checkpoint(run_dir: Path) -> Path:
+def require_checkpoint(run_dir: Path, say_fallback: bool = False) -> Path:
+    """The newest checkpoint whose weights are intact. With `say_fallback`, each damaged newer checkpoint
+    is named in one line: scores of an older checkpoint must not pass for the final ones."""
     if not run_dir.is_dir():
         raise HarnessError(f"{run_dir}: no such run folder")
-    found = latest_checkpoint(run_dir, only=("weights.safetensors", "weights.json"))
+    weights = ("weights.safetensors", "weights.json")
+    found = latest_checkpoint(run_dir, only=weights)
     if found is None:
         damaged = " (all damaged)" if checkpoints(run_dir) else ""
         raise HarnessError(f"{run_dir}: no checkpoint found under checkpoints/{damaged}")
+    for newer in (c for c in checkpoints(run_dir) if say_fallback and c.name > found.name):
+        warn(f"{newer}: damaged ({damage(newer, weights)}); using {found.name} instead")
     return found

@@ -92,7 +92,7 @@ class EvalConfig(RolloutSettings):
         if self.checkpoint:
             from harness.checkpoint import require_checkpoint
 
-            self.checkpoint_step = require_checkpoint(Path(self.checkpoint)).name
+            self.checkpoint_step = require_checkpoint(Path(self.checkpoint), say_fallback=True).name
             read_run_config(Path(self.checkpoint))  # names its method and model
 
 

@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from harness.cli import app
@@ -306,6 +307,28 @@ def test_a_training_run_with_a_bad_config_is_refused(work, command, config):
     flag = {"eval": ["--checkpoint", str(run)], "compare": ["--checkpoints", str(run)]}[command]
     refused(work, [command, "--task", "gsm8k", "--model", "tiny-random", "--limit", "1", "--data-dir",
                    str(work / "data"), *flag])
+
+
+def test_evaluating_a_run_whose_newest_checkpoint_is_damaged_names_the_older_one_it_uses(work, capsys):
+    """The weights of the newest checkpoint changed on disk: the evaluation falls back to the previous
+    intact checkpoint and says so in one line, rather than passing its scores off as the final ones."""
+    from harness.checkpoint import save_checkpoint
+    from harness.evaluate import EvalConfig
+
+    run = work / "work" / "run"
+    for step in (1, 2):
+        save_checkpoint(run / "checkpoints", step, {"weights": {"w": torch.full((2,), float(step))}}, {})
+    (run / "config.yaml").write_text("method: score\nmodel: tiny-random\n")
+    intact = EvalConfig(checkpoint=str(run), model="tiny-random")
+    intact.validate()
+    assert intact.checkpoint_step == "step-000002" and capsys.readouterr().err == ""
+    (run / "checkpoints" / "step-000002" / "weights.safetensors").write_bytes(b"torn")
+    fallback = EvalConfig(checkpoint=str(run), model="tiny-random")
+    fallback.validate()
+    [line] = capsys.readouterr().err.splitlines()
+    assert fallback.checkpoint_step == "step-000001"
+    assert "step-000002: damaged (weights.safetensors changed" in line and "using step-000001" in line
+    assert fallback.run_dir() != intact.run_dir()
 
 
 # ---- a few real processes: what a user's terminal shows ------------------------------------------------
