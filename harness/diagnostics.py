@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+from harness.grading.latex import exact_text
+from harness.grading.numeric import to_fraction
 from harness.metrics import mcnemar_exact_p
 
 TRANSITIONS = ("i→c", "c→i", "c→c", "i→i")  # attempt 1 → attempt 2
@@ -36,10 +38,15 @@ def edit_ratio(before: str, after: str) -> float:
     return float(Levenshtein.normalized_distance(before, after))
 
 
-def _answer(step: dict[str, Any]) -> tuple[str, str]:
-    """The grader's extracted answer, or the whole text when the grader extracted none."""
+def _answer(step: dict[str, Any]) -> tuple[str, Any]:
+    """What "the answer changed" compares: the grader's extracted answer as a number where it reads as
+    one ("20" and "20.00" or "1,200" and "1200" are one answer), else its LaTeX with spacing and text
+    macros normalized ("\\dfrac{1}{2}" and "\\frac{1}{2}"); the whole text when the grader extracted none."""
     extracted = (step.get("grade") or {}).get("extracted")
-    return ("answer", str(extracted).strip()) if extracted is not None else ("text", step.get("text", ""))
+    if extracted is None:
+        return ("text", step.get("text", ""))
+    number = to_fraction(str(extracted))
+    return ("number", number) if number is not None else ("answer", exact_text(str(extracted).strip()))
 
 
 @dataclass(frozen=True)

@@ -108,9 +108,9 @@ def _diagnostic_columns() -> list[DiagnosticColumn]:
 DIAGNOSTICS = _diagnostic_columns()
 
 DIAGNOSTICS_NOTE = (
-    "Answer changed: episodes whose extracted answer at the last attempt differs from attempt 1's (the texts "
-    "when the grader extracted none), %; median edit ratio: character-level Levenshtein distance between "
-    "consecutive attempts divided by the longer one's length (0 = copied, 1 = all new), over all attempt pairs; "
+    "Answer changed: episodes whose extracted answer at the last attempt differs from attempt 1's (as numbers "
+    "where both read as numbers, so 20 = 20.00; the texts when the grader extracted none), %; median edit "
+    "ratio: character-level Levenshtein distance between consecutive attempts divided by the longer one's length (0 = copied, 1 = all new), over all attempt pairs; "
     "i→c, c→i, c→c, i→i: problems by verdict at attempt 1 → attempt 2 (counts); p vs base: exact McNemar test "
     "of the row's Acc@t2 against base's on the same problems; tokens and seconds per problem (seconds: each "
     "step's share of its batched generation round); FLOPs ≈ 2·N·(generated + prefill tokens) over all n "

@@ -49,6 +49,17 @@ EPISODES = [
     # no extraction: the texts decide; "don't" -> "do not" = insert " " and substitute "'" -> "o": 2 over 13
     (episode("p5", attempt("I don't know", None, False), attempt("I do not know", None, False)), (2 / 13,), True, "i→i"),
 ]
+# "answer changed" compares answers, not spellings
+ANSWER_FORMS = [
+    # the same number written another way is the same answer: "20" -> "20.00", "1,200" -> "1200"
+    (episode("p6", attempt("So 20", "20", True), attempt("So 20.00", "20.00", True)), (3 / 8,), False, "c→c"),
+    (episode("p7", attempt("1,200", "1,200", False), attempt("1200", "1200", False)), (1 / 5,), False, "i→i"),
+    # a wrong answer replaced by another wrong one counts as changed though the verdict stays
+    (episode("p8", attempt("So 9", "9", False), attempt("So 9.5", "9.5", False)), (2 / 6,), True, "i→i"),
+    # LaTeX answers: spacing and \\dfrac normalized; a different value is a change
+    (episode("p9", attempt("a", "\\dfrac{1}{2}", True), attempt("b", "\\frac {1}{2}", True)), (1.0,), False, "c→c"),
+    (episode("p10", attempt("a", "\\frac{1}{2}", True), attempt("a", "\\frac{1}{3}", False)), (0.0,), True, "c→i"),
+]
 
 
 @pytest.mark.parametrize("before, after, expected", [
@@ -60,7 +71,8 @@ def test_edit_ratio_is_levenshtein_over_the_longer_length(before, after, expecte
     assert edit_ratio(after, before) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("record, ratios, changed, transition", EPISODES, ids=[e[0]["id"] for e in EPISODES])
+@pytest.mark.parametrize("record, ratios, changed, transition", EPISODES + ANSWER_FORMS,
+                         ids=[e[0]["id"] for e in EPISODES + ANSWER_FORMS])
 def test_episode_diagnostics_on_hand_made_episodes(record, ratios, changed, transition):
     found = episode_diagnostics(record)
     assert found.edit_ratios == pytest.approx(ratios)
@@ -150,11 +162,9 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_report_of_the_reference_shows_diagnostics_equal_to_the_samples_and_is_byte_stable(tmp_path):
-    source = REFERENCE
-    [name] = [p.name for p in (source / "compare").iterdir()]
     copy = tmp_path / "reference"
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("checkpoints"))
-    folder = copy / "compare" / name
+    shutil.copytree(REFERENCE, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    folder = copy / "compare" / "gsm8k-200"
     names = ("table.md", "table.csv", "table.tex", "episodes.csv", "edit_ratio.png", "edit_ratio.pdf", "transitions.png",
              "transitions.pdf")
     report(folder)
