@@ -110,11 +110,12 @@ DIAGNOSTICS = _diagnostic_columns()
 DIAGNOSTICS_NOTE = (
     "Answer changed: episodes whose extracted answer at the last attempt differs from attempt 1's (as numbers "
     "where both read as numbers, so 20 = 20.00; the texts when the grader extracted none), %; median edit "
-    "ratio: character-level Levenshtein distance between consecutive attempts divided by the longer one's length (0 = copied, 1 = all new), over all attempt pairs; "
-    "i→c, c→i, c→c, i→i: problems by verdict at attempt 1 → attempt 2 (counts); p vs base: exact McNemar test "
-    "of the row's Acc@t2 against base's on the same problems; tokens and seconds per problem (seconds: each "
-    "step's share of its batched generation round); FLOPs ≈ 2·N·(generated + prefill tokens) over all n "
-    "problems, training ≈ 6·N·tokens in the training run's log (rollout tokens, SFT target tokens); blank: N unknown.")
+    "ratio: character-level Levenshtein distance between consecutive attempts divided by the longer one's "
+    "length (0 = copied, 1 = all new), over all attempt pairs; i→c, c→i, c→c, i→i: problems by verdict at "
+    "attempt 1 → attempt 2 (counts); p vs base: exact McNemar test of the row's Acc@t2 against base's on the "
+    "same problems; tokens and seconds per problem (seconds: each step's share of its batched generation "
+    "round); FLOPs ≈ 2·N·(generated + prefill tokens) over all n problems, training ≈ 6·N·tokens in the "
+    "training run's log (rollout tokens, SFT target tokens); blank: N unknown.")
 
 
 def _number(x: float, signed: bool, minus: str) -> str:
