@@ -112,3 +112,7 @@ def test_self_refine_records_feedback_in_a_real_rollout(data_dir):
         record = episode.to_record()
         assert record["steps"][1]["kind"] == "feedback" and record["steps"][1]["grade"] is None
         assert len(record["correct"]) == 2
+        # the review shares only the system prompt; the refinement continues attempt 1's conversation
+        assert [s.get("shares") for s in record["steps"]] == [None, [0, 1], [0, 3]]
+        rebuilt = Episode.from_record(json.loads(json.dumps(record)))
+        assert [(s.kind, s.messages, s.text) for s in rebuilt.steps] == [(s.kind, s.messages, s.text) for s in episode.steps]

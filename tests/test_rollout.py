@@ -8,6 +8,7 @@ from harness.method import Method, get_method
 from harness.models import load_model
 from harness.prompts import SCORE_CORRECTION, SCORE_SYSTEM
 from harness.rollout import HFGenerator, SamplingParams, run_episodes
+from harness.rollout.episode import Episode
 from harness.task import get_task
 
 
@@ -44,7 +45,12 @@ def test_attempt_k_plus_1_answers_prompt_attempt_k_and_instruction(tiny, pool, i
         for step in episode.steps:
             assert 0 < step.completion_tokens <= 12 and step.grade is not None
             assert step.completion_tokens == len(step.token_ids) + step.finished
-        assert episode.to_record()["correct"] == [s.grade.correct for s in episode.attempts]
+        record = episode.to_record()
+        assert record["correct"] == [s.grade.correct for s in episode.attempts]
+        # stored compactly: attempt k+1 keeps only the instruction, pointing at attempt k's conversation
+        assert [s.get("shares") for s in record["steps"]] == [None, [0, 3], [1, 5]]
+        assert [s["messages"] for s in record["steps"][1:]] == [[{"role": "user", "content": SCORE_CORRECTION}]] * 2
+        assert [s.messages for s in Episode.from_record(record).steps] == [s.messages for s in episode.steps]
 
 
 def test_batched_left_padded_greedy_equals_one_prompt_at_a_time(tiny, items):

@@ -1,4 +1,9 @@
-"""Records of one problem's episode: every generation step, with the graded attempts among them."""
+"""Records of one problem's episode: every generation step, with the graded attempts among them.
+
+Stored form (samples.jsonl): a step whose conversation begins with an earlier step's conversation and
+answer stores `"shares": [j, n]` (its first n messages are step j's messages followed by step j's text
+as the assistant turn) and only the messages after them; `Episode.from_record` rebuilds the whole
+conversation. Records without "shares" hold every message."""
 
 from __future__ import annotations
 
@@ -45,6 +50,14 @@ class Episode:
         return [bool(s.grade and s.grade.correct) for s in self.attempts]
 
     def to_record(self) -> dict[str, Any]:
+        steps, transcripts = [], []
+        for step in self.steps:
+            stored = {k: v for k, v in asdict(step).items() if k not in IN_MEMORY_ONLY}
+            shared = _longest_shared_prefix(step.messages, transcripts)
+            if shared:
+                stored["shares"], stored["messages"] = list(shared), step.messages[shared[1]:]
+            steps.append(stored)
+            transcripts.append(step.messages + [{"role": "assistant", "content": step.text}])
         return {
             "id": self.item.id,
             "question": self.item.question,
@@ -52,15 +65,33 @@ class Episode:
             "meta": self.item.meta,
             "correct": self.correct,
             "generated_tokens": sum(s.completion_tokens for s in self.steps),
-            "steps": [{k: v for k, v in asdict(s).items() if k not in IN_MEMORY_ONLY} for s in self.steps],
+            "steps": steps,
         }
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Episode":
         item = Item(record["id"], record["question"], record["answer"], record.get("meta", {}))
-        steps = []
+        steps: list[Step] = []
         for s in record["steps"]:
             s = dict(s)
+            if "shares" in s:
+                j, n = s.pop("shares")
+                transcript = steps[j].messages + [{"role": "assistant", "content": steps[j].text}]
+                s["messages"] = transcript[:n] + s["messages"]
             s["grade"] = Grade(**s["grade"]) if s.get("grade") else None
             steps.append(Step(**s))
         return cls(item, steps)
+
+
+def _longest_shared_prefix(messages: list[Message], transcripts: list[list[Message]]) -> tuple[int, int] | None:
+    """(j, n): the first n messages are those of step j's conversation followed by its answer, n largest.
+    A stored step keeps only the rest: later attempts repeat the system prompt, the problem and earlier
+    answers, which made the prompts most of a samples.jsonl."""
+    best = None
+    for j, transcript in enumerate(transcripts):
+        n = 0
+        while n < min(len(messages), len(transcript)) and messages[n] == transcript[n]:
+            n += 1
+        if n and (best is None or n > best[1]):
+            best = (j, n)
+    return best
