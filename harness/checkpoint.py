@@ -162,19 +162,27 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("step-*"))
 
 
-def latest_checkpoint(run_dir: Path, repair: bool = False, only: tuple[str, ...] | None = None) -> Path | None:
-    """The newest intact checkpoint. With `repair`, damaged newer ones are moved aside
-    (checkpoints/damaged-step-N), saying so in one line each, so the run continues from the intact one."""
+def _newest_intact(run_dir: Path, only: tuple[str, ...] | None) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest intact checkpoint (or None) and the damaged newer ones with why, newest first."""
+    damaged = []
     for folder in reversed(checkpoints(run_dir)):
         why = damage(folder, only)
         if why is None:
-            return folder
-        if repair:
-            aside = folder.with_name(f"damaged-{folder.name}")
-            shutil.rmtree(aside, ignore_errors=True)
-            folder.rename(aside)
-            warn(f"{folder}: damaged ({why}); moved to {aside.name}, continuing from the previous checkpoint")
-    return None
+            return folder, damaged
+        damaged.append((folder, why))
+    return None, damaged
+
+
+def latest_checkpoint(run_dir: Path, repair: bool = False, only: tuple[str, ...] | None = None) -> Path | None:
+    """The newest intact checkpoint. With `repair`, damaged newer ones are moved aside
+    (checkpoints/damaged-step-N), saying so in one line each, so the run continues from the intact one."""
+    found, damaged = _newest_intact(run_dir, only)
+    for folder, why in damaged if repair else ():
+        aside = folder.with_name(f"damaged-{folder.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.rename(aside)
+        warn(f"{folder}: damaged ({why}); moved to {aside.name}, continuing from the previous checkpoint")
+    return found
 
 
 def require_checkpoint(run_dir: Path, say_fallback: bool = False) -> Path:
@@ -182,11 +190,9 @@ def require_checkpoint(run_dir: Path, say_fallback: bool = False) -> Path:
     is named in one line: scores of an older checkpoint must not pass for the final ones."""
     if not run_dir.is_dir():
         raise HarnessError(f"{run_dir}: no such run folder")
-    weights = ("weights.safetensors", "weights.json")
-    found = latest_checkpoint(run_dir, only=weights)
+    found, damaged = _newest_intact(run_dir, ("weights.safetensors", "weights.json"))
     if found is None:
-        damaged = " (all damaged)" if checkpoints(run_dir) else ""
-        raise HarnessError(f"{run_dir}: no checkpoint found under checkpoints/{damaged}")
-    for newer in (c for c in checkpoints(run_dir) if say_fallback and c.name > found.name):
-        warn(f"{newer}: damaged ({damage(newer, weights)}); using {found.name} instead")
+        raise HarnessError(f"{run_dir}: no checkpoint found under checkpoints/{' (all damaged)' if damaged else ''}")
+    for folder, why in damaged if say_fallback else ():
+        warn(f"{folder}: damaged ({why}); using {found.name} instead")
     return found

@@ -58,8 +58,7 @@ class Method:
     @staticmethod
     def follow_up(step: "Step", message: str, kind: str = "attempt") -> Request:
         """The conversation of `step`, its answer, then `message` from the user: the usual next turn."""
-        return Request(step.messages + [{"role": "assistant", "content": step.text},
-                                        {"role": "user", "content": message}], kind=kind)
+        return Request(step.conversation() + [{"role": "user", "content": message}], kind=kind)
 
     def instruction_for(self, task: Task) -> str:
         return self.correction_instruction or task.correction_instruction or SCORE_CORRECTION

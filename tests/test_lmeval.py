@@ -324,31 +324,23 @@ def test_math_grader_agrees_with_lm_eval_minerva_math_verify():
 
 @needs_lm_eval
 def test_gsm8k_grader_agrees_with_lm_eval_flexible_extract():
-    import lm_eval.tasks
-    from lm_eval.api.registry import get_filter, get_metric
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    import lm_eval.api.metrics  # noqa: F401  registers exact_match
-    import lm_eval.filters  # noqa: F401  registers regex / take_first
+    from harness.lmeval.reference import gsm8k_config, gsm8k_flexible_extract
     from tasks.gsm8k import gold_from_solution
 
     assert len(GSM8K_CASES) >= 20
-    config = load_yaml(Path(lm_eval.tasks.__file__).parent / "gsm8k" / "gsm8k.yaml", resolve_func=False)
+    config = gsm8k_config()
     flexible = next(f["filter"] for f in config["filter_list"] if f["name"] == "flexible-extract")
     assert [step["function"] for step in flexible] == ["regex", "take_first"]
-    regex = get_filter("regex")(**{k: v for k, v in flexible[0].items() if k != "function"})
     metric = config["metric_list"][0]
     assert metric["metric"] == "exact_match"
-    metric_kwargs = {k: v for k, v in metric.items() if k not in ("metric", "aggregation", "higher_is_better")}
-    exact_match = get_metric("exact_match")
+    judge = gsm8k_flexible_extract(config)
 
     task = get_task("gsm8k")
     disagreements, no_answer = {}, set()
     for solution, response in GSM8K_CASES:
-        extracted = regex.apply([[response]], [{}])[0][0]  # take_first
-        theirs = bool(exact_match(predictions=[extracted], references=[solution], **metric_kwargs)["exact_match"])
+        theirs, extracted = judge(solution, response)
         grade = task.grade(Item("case", "", gold_from_solution(solution, "case")), response)
-        if grade.extracted is None or extracted == regex.fallback:
+        if grade.extracted is None or extracted == judge.fallback:
             no_answer.add(response)
         elif grade.correct != theirs:
             disagreements[response] = grade.correct

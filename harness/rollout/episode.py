@@ -31,6 +31,10 @@ class Step:
     prompt_ids: tuple[int, ...] = field(default=(), repr=False)
     token_ids: tuple[int, ...] = field(default=(), repr=False)
 
+    def conversation(self) -> list[Message]:
+        """The messages this step answered, then its answer as the assistant turn."""
+        return self.messages + [{"role": "assistant", "content": self.text}]
+
     def completion(self) -> Completion:
         return Completion(self.text, self.prompt_tokens, self.completion_tokens, self.finished, self.token_ids,
                           self.prompt_ids)
@@ -50,14 +54,13 @@ class Episode:
         return [bool(s.grade and s.grade.correct) for s in self.attempts]
 
     def to_record(self) -> dict[str, Any]:
-        steps, transcripts = [], []
-        for step in self.steps:
-            stored = {k: v for k, v in asdict(step).items() if k not in IN_MEMORY_ONLY}
-            shared = _longest_shared_prefix(step.messages, transcripts)
+        steps = []
+        for k, step in enumerate(self.steps):
+            stored = {key: v for key, v in asdict(step).items() if key not in IN_MEMORY_ONLY}
+            shared = _longest_shared_prefix(step.messages, [s.conversation() for s in self.steps[:k]])
             if shared:
                 stored["shares"], stored["messages"] = list(shared), step.messages[shared[1]:]
             steps.append(stored)
-            transcripts.append(step.messages + [{"role": "assistant", "content": step.text}])
         return {
             "id": self.item.id,
             "question": self.item.question,
@@ -76,21 +79,20 @@ class Episode:
             s = dict(s)
             if "shares" in s:
                 j, n = s.pop("shares")
-                transcript = steps[j].messages + [{"role": "assistant", "content": steps[j].text}]
-                s["messages"] = transcript[:n] + s["messages"]
+                s["messages"] = steps[j].conversation()[:n] + s["messages"]
             s["grade"] = Grade(**s["grade"]) if s.get("grade") else None
             steps.append(Step(**s))
         return cls(item, steps)
 
 
-def _longest_shared_prefix(messages: list[Message], transcripts: list[list[Message]]) -> tuple[int, int] | None:
-    """(j, n): the first n messages are those of step j's conversation followed by its answer, n largest.
+def _longest_shared_prefix(messages: list[Message], earlier: list[list[Message]]) -> tuple[int, int] | None:
+    """(j, n): the first n messages are those of earlier step j's conversation (its answer included), n largest.
     A stored step keeps only the rest: later attempts repeat the system prompt, the problem and earlier
     answers, which made the prompts most of a samples.jsonl."""
     best = None
-    for j, transcript in enumerate(transcripts):
+    for j, conversation in enumerate(earlier):
         n = 0
-        while n < min(len(messages), len(transcript)) and messages[n] == transcript[n]:
+        while n < min(len(messages), len(conversation)) and messages[n] == conversation[n]:
             n += 1
         if n and (best is None or n > best[1]):
             best = (j, n)

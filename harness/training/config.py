@@ -58,12 +58,12 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that make a run what it is; a resume must match them (max_steps may grow)."""
-        return {k: v for k, v in self._settings().items() if k not in LOCATION | {"max_steps"}}
+        return {k: v for k, v in self._identity_settings().items() if k not in LOCATION | {"max_steps"}}
 
     def run_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        what = {k: v for k, v in self._settings().items() if k not in LOCATION}  # the same run wherever data lives
+        what = {k: v for k, v in self._identity_settings().items() if k not in LOCATION}  # the same run wherever data lives
         digest = run_hash(what)
         model = Path(self.model).name if "/" in self.model else self.model
         return Path(self.results_dir) / "runs" / f"train-{self.method}-{self.task}-{model}-{digest}"
@@ -72,7 +72,7 @@ class TrainConfig:
         """Every field, flat (sampling's at the top level): what config.yaml and the manifest hold."""
         return flatten(asdict(self))
 
-    def _settings(self) -> dict[str, Any]:
+    def _identity_settings(self) -> dict[str, Any]:
         """Every field; the rollout-backend ones only where they change the run (vllm, gradient
         checkpointing on), so runs from before they existed keep their folders and resume."""
         from harness.rollout.backend import resolve_backend
