@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -17,6 +16,7 @@ from harness.grading.code import extract_program
 from harness.method import get_method
 from harness.prompts import SCORE_CORRECTION
 from harness.reported import reported_rows
+from harness.rollout.episode import Episode, Step
 from harness.task import get_task
 from tasks.code_prompts import CODE_CORRECTION
 from sandbox_checks import leftovers, wait_until_clean
@@ -86,8 +86,9 @@ def test_prompts(humaneval, mbpp):
 def test_code_tasks_get_the_code_correction_instruction_unless_the_user_gives_one(humaneval):
     task, items = humaneval
     item = items["HumanEval/0"]
-    # The default next request reads only the last step's conversation and text.
-    episode = SimpleNamespace(steps=[SimpleNamespace(kind="attempt", messages=task.prompt(item), text="```python\npass\n```")])
+    first = Step("attempt", task.prompt(item), "```python\npass\n```", prompt_tokens=0, completion_tokens=0,
+                 finished=True, seconds=0.0)
+    episode = Episode(item, [first])
     assert get_method("base").next_request(task, item, episode).messages[-1]["content"] == CODE_CORRECTION
     mine = get_method("base", correction_instruction="Try again.")
     assert mine.next_request(task, item, episode).messages[-1]["content"] == "Try again."
