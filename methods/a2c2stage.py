@@ -4,8 +4,21 @@ Episode of T = 2 steps: s1 = [x], a1 = y1; s2 = [x, y1, p], a2 = y2. A critic V(
 same base model with its own LoRA adapter and a scalar value head read at the state's last token;
 `critic_model` names a separate, e.g. smaller, model) gives A_t = r_t + γ V(s_{t+1}) - V(s_t) with
 V(s_3) = 0. Actor: -A_t log π(a_t|s_t) - c H(π(·|s_t)); critic: (r_t + γ V(s_{t+1}) - V(s_t))^2, with
-its own learning rate. Stage I: r1 := 0, r2 = r(y2), plus β1 KL(π(·|s1) || π_ref(·|s1)). Stage II: r1 = r(y1),
-r2' = r2 + α (r2 - r1) with α > 1, plus β2 KL on both steps.
+its own learning rate.
+
+Stage I: r1 := 0, r2 = r(y2). The actor (policy gradient and entropy) is applied to step 2 only;
+attempt 1 gets nothing but β1 KL(π(·|s1) || π_ref(·|s1)), which holds it near the reference (the
+paper's Stage I optimises t = 2). Stage II: r1 = r(y1), r2' = r2 + α (r2 - r1) with α > 1, actor and
+entropy on both steps, β2 KL on both steps.
+
+Credit for attempt 1 (choices the paper leaves open, made here so attempt 1 is never paid to fail):
+- γ = 0 by default, as SCoRe App. A.2 does for the same reason: each attempt is credited with its own
+  reward, so A_1 = r1 - V(s1) rises with r1 whatever attempt 2 does.
+- With γ > 0, attempt 1's bootstrap is the value of the UNSHAPED r2. The critic learns V(s2) towards
+  r2' = (1 + α) r2 - α r1 (r1 is known at s2), so (V(s2) + α r1) / (1 + α) is the value of r2 itself:
+  A_1 = r1 + γ (V(s2) + α r1)/(1 + α) - V(s1). Bootstrapping on V(s2) directly would make attempt 1's
+  credit about (1 - γα) r1 + γ(1 + α) r2: at γ = 1, α = 2 a wrong-then-right episode would earn 3 and a
+  right-then-right one 2, teaching the actor to fail first. The shaping bonus reaches attempt 2 only.
 """
 
 from __future__ import annotations
@@ -17,17 +30,17 @@ from torch import nn
 
 from harness.config import setting
 from harness.method import Method, register_method
-from harness.training.losses import entropy_bonus, kl_penalty, reinforce, shaped_second_reward, td_targets
-from harness.training.objective import LossOutput, RLBatch, RLObjective, TrainContext, TrainableModule, TwoStages
+from harness.training.losses import KLOptions, entropy_bonus, kl_penalty, reinforce, shaped_second_reward, td_targets
+from harness.training.objective import LossOutput, RLBatch, TrainContext, TrainableModule, TwoStageObjective
 from harness.training.policy import adapter, adapter_parameters, add_adapter, attach_lora, decoder
 
 
 @dataclass
-class A2COptions:
+class A2COptions(KLOptions):
     alpha: float = setting(2.0, gt=1)  # stage II shaping, > 1
     beta1: float = setting(0.01, ge=0)  # stage I KL on step 1
     beta2: float = setting(0.01, ge=0)  # stage II KL on both steps
-    gamma: float = setting(1.0, ge=0, le=1)
+    gamma: float = setting(0.0, ge=0, le=1)  # 0: each attempt credited with its own reward (see above)
     entropy_coef: float = setting(0.01, ge=0)
     critic_lr: float = setting(1e-4, gt=0)
     critic_model: str | None = None  # None: the policy's base model with a "critic" LoRA adapter
@@ -42,9 +55,18 @@ def shaped_rewards(r1: torch.Tensor, r2: torch.Tensor, stage: int, alpha: float)
     return torch.stack([r1, shaped_second_reward(r1, r2, alpha)])
 
 
-def advantages_and_targets(rewards: torch.Tensor, values: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """A_t = r_t + γ V(s_{t+1}) - V(s_t) and the critic's targets r_t + γ V(s_{t+1}), for T = 2."""
-    next_values = torch.stack([values[1], torch.zeros_like(values[1])])  # V(s_3) = 0
+def unshaped_value(v2: torch.Tensor, r1: torch.Tensor, stage: int, alpha: float) -> torch.Tensor:
+    """The value of r2 itself at s2, from a critic trained towards the stage's r2: in stage II that is
+    r2' = (1 + α) r2 - α r1, so E[r2 | s2] = (V(s2) + α r1) / (1 + α); in stage I r2 is unshaped."""
+    return v2 if stage == 1 else (v2 + alpha * r1) / (1 + alpha)
+
+
+def advantages_and_targets(rewards: torch.Tensor, values: torch.Tensor, gamma: float,
+                           bootstrap: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A_t = r_t + γ V(s_{t+1}) - V(s_t) and the critic's targets r_t + γ V(s_{t+1}), for T = 2.
+    `bootstrap` stands for V(s2) in step 1's target (default: V(s2) itself)."""
+    v2 = values[1] if bootstrap is None else bootstrap
+    next_values = torch.stack([v2, torch.zeros_like(values[1])])  # V(s_3) = 0
     targets = td_targets(rewards, next_values, gamma)
     return (targets - values).detach(), targets
 
@@ -54,11 +76,13 @@ def a2c_loss(batch: RLBatch, values: torch.Tensor, opts: A2COptions, stage: int)
     V(s1), V(s2) with gradient. Logged "loss" is the actor's, "critic_loss" the critic's."""
     r1, r2 = batch.rewards
     rewards = shaped_rewards(r1, r2, stage, opts.alpha)
-    adv, targets = advantages_and_targets(rewards, values, opts.gamma)
+    bootstrap = unshaped_value(values[1].detach(), r1, stage, opts.alpha)
+    adv, targets = advantages_and_targets(rewards, values, opts.gamma, bootstrap)
     masks, norm = batch.masks, batch.norm
-    actor = sum(reinforce(batch.logp[t], masks[t], adv[t], norm) for t in range(2))
-    entropy = sum(entropy_bonus(batch.entropy[t], masks[t], norm) for t in range(2))
-    kl = [kl_penalty(batch.logp[t], batch.ref_logp[t], masks[t], norm) for t in range(2)]
+    acting = [1] if stage == 1 else [0, 1]  # stage I: attempt 1 only held by the KL term
+    actor = sum(reinforce(batch.logp[t], masks[t], adv[t], norm) for t in acting)
+    entropy = sum(entropy_bonus(batch.entropy[t], masks[t], norm) for t in acting)
+    kl = [kl_penalty(batch.logp[t], batch.ref_logp[t], masks[t], norm, opts.kl_estimator) for t in range(2)]
     kl_term = opts.beta1 * kl[0] if stage == 1 else opts.beta2 * (kl[0] + kl[1])
     loss = actor - opts.entropy_coef * entropy + kl_term
     critic = ((targets.detach() - values) ** 2).sum(0).mean()
@@ -118,20 +142,17 @@ class Critic(nn.Module):
         return torch.stack(out)
 
 
-class A2CObjective(RLObjective):
+class A2CObjective(TwoStageObjective):
     options_class = A2COptions
     needs_entropy = True
 
     def setup(self, ctx: TrainContext) -> list[TrainableModule]:
-        self.stages = TwoStages.of(self.opts.stage1_steps, ctx.config.max_steps)
+        super().setup(ctx)
         self.critic = Critic(ctx, self.opts)
         return [TrainableModule("critic", self.critic, self.opts.critic_lr, self.opts.max_grad_norm)]
 
-    def stage_ends(self) -> list[int]:
-        return self.stages.ends()
-
     def loss(self, batch: RLBatch, ctx: TrainContext) -> LossOutput:
-        return a2c_loss(batch, self.critic.values(batch), self.opts, self.stages.stage_of(batch.step))
+        return a2c_loss(batch, self.critic.values(batch), self.opts, self.stage_of(batch.step))
 
 
 @register_method("a2c2stage")

@@ -56,8 +56,14 @@ def test_two_process_ddp_update_equals_one_process(tmp_path, method):
         # after one step it has moved, by the same amount with 1 and 2 processes (checked below).
         assert float(one["weight.critic.head.weight"].abs().max()) > 1e-6
     for key in one:
-        # Gradients are compared tightly. AdamW's first step moves a weight by lr * g / (|g| + eps): for a
-        # gradient near eps (1e-8) the float noise of summing in another order (2e-11 once) becomes ~2e-6
-        # of weight, so weights get 1e-5 (a thousandth of lr); a wrong sign or a missed step is 1e-2.
-        atol = 1e-5 if key.startswith("weight.") else 1e-6
-        assert torch.allclose(one[key], two[key], atol=atol, rtol=1e-4), key
+        # Gradients are compared everywhere (summing in another order: up to ~4e-8 apart, 2e-4 relative).
+        # AdamW's first step moves a weight by lr * g / (|g| + eps): where |g| is near eps (1e-8) that float
+        # noise decides the step (a 1e-10 change of a 9e-9 gradient moved a weight 3e-5 in stage I, where
+        # only attempt 2 drives the policy), so weights are compared where |g| >= 1e-6 (100 eps): there a
+        # step is lr * sign(g) within 1%, tolerance 1e-5 (a thousandth of lr); a wrong sign or a missed step is 1e-2.
+        if key.startswith("weight."):
+            grad = one.get("grad." + key.removeprefix("weight."))
+            where = grad.abs() >= 1e-6 if grad is not None else torch.ones_like(one[key], dtype=torch.bool)
+            assert torch.allclose(one[key][where], two[key][where], atol=1e-5, rtol=1e-4), key
+        else:
+            assert torch.allclose(one[key], two[key], atol=1e-6, rtol=1e-4), key

@@ -98,11 +98,13 @@ def test_a2c_loss_with_entropy_and_critic_by_hand():
     entropy = torch.tensor([[[0.5, 0.0]], [[0.0, 1.5]]])
     values = torch.tensor([[0.3], [0.6]], requires_grad=True)
     opts = A2COptions(alpha=2.0, beta1=0.0, beta2=0.0, gamma=1.0, entropy_coef=0.1)
-    out = a2c_loss(_batch([0.0], [1.0], lp, lp.clone(), masks, entropy), values, opts, stage=1)
-    # actor: -(0.3 * -1) - (0.4 * -2) = 1.1; entropy (0.5 + 1.5) * 0.1 = 0.2 -> actor loss 0.9
-    assert out.logs["loss"] == pytest.approx(0.9)
-    assert out.logs["critic_loss"] == pytest.approx(0.25)  # (0.6 - 0.3)^2 + (1 - 0.6)^2
-    assert out.loss.item() == pytest.approx(0.9 + 0.25)  # one backward trains actor and critic
+    out = a2c_loss(_batch([0.0], [1.0], lp, lp.clone(), masks, entropy), values, opts, stage=2)
+    # stage II, r1 = 0, r2 = 1: r2' = 1 + 2 (1 - 0) = 3. γ = 1: attempt 1 bootstraps on the value of the
+    # unshaped r2, (V(s2) + α r1) / (1 + α) = 0.6 / 3 = 0.2: A1 = 0 + 0.2 - 0.3 = -0.1; A2 = 3 - 0.6 = 2.4.
+    # actor: -(-0.1 * -1) - (2.4 * -2) = 4.7; entropy (0.5 + 1.5) * 0.1 = 0.2 -> actor loss 4.5
+    assert out.logs["loss"] == pytest.approx(4.5)
+    assert out.logs["critic_loss"] == pytest.approx(0.01 + 5.76)  # (0.2 - 0.3)^2 + (3 - 0.6)^2
+    assert out.loss.item() == pytest.approx(4.5 + 5.77)  # one backward trains actor and critic
     out.loss.backward()  # the log-probs carry no gradient here: only the critic's term reaches the values
-    # d/dV1 = -2 (0.6 - 0.3) = -0.6; d/dV2 = -2 (1 - 0.6) = -0.8 (the target's V(s2) is detached)
-    assert values.grad.flatten().tolist() == pytest.approx([-0.6, -0.8])
+    # d/dV1 = -2 (0.2 - 0.3) = 0.2; d/dV2 = -2 (3 - 0.6) = -4.8 (the target's V(s2) is detached)
+    assert values.grad.flatten().tolist() == pytest.approx([0.2, -4.8])

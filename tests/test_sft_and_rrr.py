@@ -41,18 +41,22 @@ def _decode(trainer, ids) -> str:
     return trainer.tokenizer.decode(ids, skip_special_tokens=False)
 
 
-def test_pair_sft_pairs_a_wrong_attempt_with_a_right_one_of_the_same_problem(tmp_path):
+def test_pair_sft_pairs_a_wrong_response_with_a_right_one_of_the_same_problem(tmp_path):
     with trainer_for("pair-sft", tmp_path, **{"method_options.samples": 8}) as trainer:
         problems = trainer.items[:16]
-        episodes = trainer.sample([p for p in problems for _ in range(8)], turns=1)
-        pairs = make_pairs(episodes)
-        mixed = {e.item.id for e in episodes if e.correct[0]} & {e.item.id for e in episodes if not e.correct[0]}
+        episodes = trainer.sample([p for p in problems for _ in range(8)], turns=2)
+        pairs = make_pairs(episodes, seed=0)
+        responses = [(e.item.id, s) for e in episodes for s in e.attempts if not s.carried]
+        right = {pid for pid, s in responses if s.grade.correct}
+        mixed = right & {pid for pid, s in responses if not s.grade.correct}
         assert mixed, "the tiny model should be right sometimes on toy-digit (a few % per sample)"
-        # Every wrong attempt of a problem that has a right one appears exactly once, with a right partner.
-        assert len(pairs) == sum(1 for e in episodes if e.item.id in mixed and not e.correct[0])
-        assert len({id(w) for w, _ in pairs}) == len(pairs)
-        for wrong, right in pairs:
-            assert wrong.item.id == right.item.id and not wrong.correct[0] and right.correct[0]
+        # Every wrong response (either turn) of a problem that has a right one appears exactly once, with a
+        # right partner of the same problem drawn from both turns.
+        assert len(pairs) == sum(1 for pid, s in responses if pid in mixed and not s.grade.correct)
+        assert len({id(w) for _, w, _ in pairs}) == len(pairs)
+        for episode, wrong, partner in pairs:
+            assert not wrong.grade.correct and partner.grade.correct
+            assert any(partner is s for e in episodes if e.item.id == episode.item.id for s in e.attempts)
 
         trainer.step = 1  # a fresh sampling seed for collect
         examples, stats = trainer.objective.collect(trainer.context, problems)
@@ -98,6 +102,27 @@ def test_sft_loss_is_the_mean_nll_of_the_target_tokens_only(tmp_path):
                 for t in range(start, stop):
                     nll.append(-full[row, t - 1, example.input_ids[t]])
         assert torch.allclose(cross_entropy(logp, batch.action_masks[0]), torch.stack(nll).mean(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gsm8k", "math500", "toy-digit"])
+def test_rrr_keeps_the_math_wording_on_math_tasks(name):
+    """Byte for byte the wording RRR had before tasks could word it (code tasks: tests/test_code_tasks.py)."""
+    from harness.method import get_method
+    from harness.rollout.episode import Episode, Step
+    from harness.task import Item, get_task
+
+    task, method, item = get_task(name), get_method("rrr"), Item("i", "What is 2+3?", "5")
+    first = Step("attempt", method.first_request(task, item).messages, "2+3=6.", 0, 0, True, 0.0)
+    reflect = method.next_request(task, item, Episode(item, [first]))
+    assert reflect.kind == "reflection" and reflect.messages[-1]["content"] == REFLECT == (
+        "Your solution above may be wrong. Reflect on it: point out what went wrong (a misunderstanding, a "
+        "wrong setup or an arithmetic slip) and how to avoid it. Do not write a new solution yet.")
+    reflection = Step("reflection", reflect.messages, "I added wrong.", 0, 0, True, 0.0)
+    retry = method.next_request(task, item, Episode(item, [first, reflection]))
+    assert retry.kind == "attempt" and retry.messages[-1]["content"] == RETRY == (
+        "Now solve the problem again, using your reflection. Only output the final solution! At the end of the "
+        "Solution, when you give your final answer, write it in the form \"Final Answer: The final answer is "
+        "$answer$. I hope it is correct.\"")
 
 
 def test_rrr_trains_only_the_reflection_tokens_of_failed_problems(tmp_path):
@@ -191,3 +216,40 @@ def test_sft_on_own_good_traces_raises_the_reward(tmp_path, method):
     after = second_attempt_accuracy(load_trained_policy(run, "float32", "cpu"))
     print(f"{method}: second-attempt accuracy {before:.2f} -> {after:.2f}")
     assert after >= 0.5 and after - before >= 0.35, (before, after)
+
+
+def test_pair_sft_runs_exactly_one_epoch_whatever_max_steps(tmp_path):
+    """The number of steps follows from the pairs found (ceil(pairs / problems_per_step)), logged as
+    epoch_steps; every pair is trained on exactly once; max_steps only sized the collection."""
+    run = train(_config("pair-sft", tmp_path / "run", max_steps=2, checkpoint_every=1000,
+                        **{"method_options.samples": 8, "method_options.collect_problems": 16}))
+    data = json.loads((run / "sft" / "iteration-00.json").read_text())
+    pairs = len(data["examples"])
+    assert pairs > 0 and data["stats"]["pairs"] == pairs
+    steps = -(-pairs // 4)  # problems_per_step = 4 examples per step
+    logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in logs] == list(range(1, steps + 1)) and logs[0]["epoch_steps"] == steps
+    assert latest_checkpoint(run).name == f"step-{steps:06d}"
+    assert data["stats"]["pairs_right_from_turn2"] >= 0 and data["stats"]["responses"] == 16 * 8 * 2
+    # Resuming a finished run trains nothing more, even with a larger max_steps.
+    train(_config("pair-sft", tmp_path / "run", max_steps=50, checkpoint_every=1000,
+                  **{"method_options.samples": 8, "method_options.collect_problems": 16}), resume=True)
+    assert len((run / "log.jsonl").read_text().splitlines()) == steps
+
+
+def test_star_restarts_each_iteration_from_the_base_weights(tmp_path):
+    with trainer_for("star", tmp_path, **{"method_options.iterations": 2, "method_options.steps_per_iteration": 1,
+                                          "max_steps": 2}) as trainer:
+        initial = {n: p.detach().clone() for n, p in trainer.policy_params.items()}
+        examples, stats = trainer.sft_examples()
+        assert stats["restarted_from_base"] == 0.0 and stats["examples"] == stats["kept"]
+        trainer.sft_update(trainer.sft.batch(0, examples, 4))
+        with torch.no_grad():  # whatever iteration 0 learned (the tiny model may have kept nothing): moved
+            for p in trainer.policy_params.values():
+                p.add_(0.5)
+        trainer.optimizer.state[next(iter(trainer.policy_params.values()))] = {"step": torch.tensor(3.0)}
+        assert trainer.step == 1
+        _, stats = trainer.sft_examples()  # iteration 1: sampled by the moved policy, fitted from the base
+        assert stats["iteration"] == 1.0 and stats["restarted_from_base"] == 1.0
+        assert all(torch.equal(p, initial[n]) for n, p in trainer.policy_params.items())
+        assert not trainer.optimizer.state

@@ -6,22 +6,48 @@ so long and short answers are weighed by their real log-probability, and means a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from harness.config import setting
+
+KL_ESTIMATORS = ("k3", "k1")
+
+
+@dataclass
+class KLOptions:
+    """The KL penalty's per-token estimator (Schulman's k1/k3), a setting of every method with a KL term.
+
+    Both are computed at the sampled tokens, with r = log π_ref - log π. Their VALUES estimate
+    KL(π || π_ref); used as a LOSS (differentiated through log π at fixed samples) they differ:
+    - k3 = exp(r) - r - 1 (default): never negative; its expected gradient is (1 - π_ref/π) ∇log π summed
+      under π, i.e. ∇ KL(π_ref || π), the reverse KL's gradient (as GRPO and TRL use it).
+    - k1 = -r = log π - log π_ref: unbiased value, but its expected gradient is E_π[∇ log π] = 0: as a
+      loss it regularises nothing in expectation (only adds variance); use it to log the value."""
+
+    kl_estimator: str = setting("k3", choices=KL_ESTIMATORS)
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum(-1)
 
 
-def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k3 estimator of KL(π || π_ref) at the sampled tokens: exp(r) - r - 1 with r = log π_ref - log π.
-    Unbiased for the sequence KL under samples from π, and never negative."""
+def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
+    """Estimator of KL(π || π_ref) at the sampled tokens, r = log π_ref - log π: k3 = exp(r) - r - 1
+    (unbiased for the sequence KL under samples from π, never negative) or k1 = -r (see KLOptions for
+    the gradient each gives as a loss)."""
     log_ratio = ref_logp - logp
+    if estimator == "k1":
+        return -log_ratio
+    if estimator != "k3":
+        raise ValueError(f"unknown KL estimator {estimator!r}; one of {', '.join(KL_ESTIMATORS)}")
     return torch.exp(log_ratio) - log_ratio - 1
 
 
-def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, norm: float) -> torch.Tensor:
-    return masked_sum(kl_per_token(logp, ref_logp), mask).mean() / norm
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, norm: float,
+               estimator: str = "k3") -> torch.Tensor:
+    return masked_sum(kl_per_token(logp, ref_logp, estimator), mask).mean() / norm
 
 
 def reinforce(logp: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor, norm: float) -> torch.Tensor:

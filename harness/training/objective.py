@@ -114,6 +114,13 @@ class Objective:
         """Step counts at which one of its training stages ends (the trainer checkpoints there)."""
         return []
 
+    def state(self) -> dict[str, Any]:
+        """What it fixed when the run started and must keep on resume (saved in every checkpoint)."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore `state()` from a checkpoint."""
+
 
 class RLObjective(Objective):
     kind = "rl"
@@ -140,10 +147,36 @@ class SFTObjective(Objective):
     """Collect-then-fit: `collect` builds an iteration's examples; the trainer fits their target spans."""
 
     kind = "sft"
+    # True: each iteration's fit restarts from the base (a LoRA re-initialised from the run's seed, a fresh
+    # optimizer state) on that iteration's data, which the previous iteration's policy sampled (STaR).
+    restart_each_iteration: ClassVar[bool] = False
 
     def collect(self, ctx: TrainContext, problems: list["Item"]) -> tuple[list["SFTExample"], dict[str, float]]:
         """This iteration's examples from the current policy's samples, and statistics to log."""
         raise NotImplementedError
+
+
+class TwoStageObjective(RLObjective):
+    """An RL objective on a two-stage schedule (SCoRe, A2C): its options hold `stage1_steps` (0: a third
+    of max_steps). The resolved number is fixed when the run starts and kept in every checkpoint, so a
+    run resumed with a larger max_steps keeps its stage I."""
+
+    def setup(self, ctx: TrainContext) -> list[TrainableModule]:
+        self.stages = TwoStages.of(self.opts.stage1_steps, ctx.config.max_steps)
+        return []
+
+    def stage_ends(self) -> list[int]:
+        return self.stages.ends()
+
+    def state(self) -> dict[str, Any]:
+        return {"stage1_steps": self.stages.stage1_steps}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if "stage1_steps" in state:  # checkpoints written before it was stored recompute it
+            self.stages = TwoStages(int(state["stage1_steps"]))
+
+    def stage_of(self, step: int) -> int:
+        return self.stages.stage_of(step)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,15 @@ class SFTOptions:
     iterations: int = setting(1, ge=1)  # collect-then-fit rounds
     steps_per_iteration: int = setting(0, ge=0)  # 0: max_steps // iterations, the last takes the rest (fixed when the run starts)
     collect_problems: int = setting(0, ge=0)  # problems sampled per iteration; 0: problems_per_step x steps per iteration
+    # > 0: exactly this many passes over the collected examples, the run's steps follow from the data
+    # (no wrap-around; one iteration only). 0: steps_per_iteration steps, wrapping around the examples.
+    epochs: int = setting(0, ge=0)
+
+    def validate(self) -> None:
+        from harness.errors import HarnessError
+
+        if self.epochs and self.iterations > 1:
+            raise HarnessError("epochs > 0 sizes one iteration's steps from its data: it needs iterations = 1")
 
 
 @dataclass
@@ -93,6 +102,7 @@ class SFTSchedule:
     collect_problems: int
     seed: int
     folder: Path
+    epochs: int = 0  # > 0: the run is `epochs` passes over the (single) iteration's examples
     loaded: dict[int, tuple[list[SFTExample], dict[str, float]]] = field(default_factory=dict)
 
     @classmethod
@@ -105,18 +115,26 @@ class SFTSchedule:
             # Whole iterations first, the last absorbs the remainder (3 iterations over 4 steps: 0, 1, 2, 2).
             per = opts.steps_per_iteration or max(1, max_steps // opts.iterations)
             fixed = {"iterations": opts.iterations, "steps_per_iteration": per,
-                     "collect_problems": opts.collect_problems or problems_per_step * per}
-        return cls(fixed["iterations"], fixed["steps_per_iteration"], fixed["collect_problems"], seed, folder)
+                     "collect_problems": opts.collect_problems or problems_per_step * per, "epochs": opts.epochs}
+        return cls(fixed["iterations"], fixed["steps_per_iteration"], fixed["collect_problems"], seed, folder,
+                   fixed.get("epochs", 0))
 
     def save(self) -> None:
         from harness.store import atomic_write_text
 
         fixed = {"iterations": self.iterations, "steps_per_iteration": self.steps_per_iteration,
                  "collect_problems": self.collect_problems}
+        if self.epochs:  # absent (0) in the schedules of runs that wrapped around, as before it existed
+            fixed["epochs"] = self.epochs
         atomic_write_text(self.folder / "schedule.json", json.dumps(fixed, indent=2) + "\n")
 
     def iteration(self, step: int) -> int:
         return min(step // self.steps_per_iteration, self.iterations - 1)
+
+    def epoch_steps(self, examples: int, size: int) -> int:
+        """Steps of `epochs` passes over `examples` in batches of `size` (at least one: an empty
+        collection still ends in one skipped, checkpointed step)."""
+        return max(1, -(-self.epochs * examples // size))
 
     def path(self, iteration: int) -> Path:
         return self.folder / f"iteration-{iteration:02d}.json"
@@ -137,11 +155,25 @@ class SFTSchedule:
         self.loaded[iteration] = (examples, data["stats"])
         return examples, data["stats"], data["cursor"]
 
+    def count(self, iteration: int) -> int | None:
+        """How many examples the iteration's file holds (None: not collected yet); nothing is cached."""
+        if not self.path(iteration).is_file():
+            return None
+        return len(json.loads(self.path(iteration).read_text())["examples"])
+
     def batch(self, step: int, examples: list[SFTExample], size: int) -> list[SFTExample]:
-        """`size` examples for `step`: a seeded shuffle per iteration, walked in order and wrapped around."""
+        """`size` examples for `step`: a seeded shuffle per iteration, walked in order and wrapped around;
+        with `epochs`, a fresh seeded shuffle per pass, walked once (the last batch may be smaller)."""
         if not examples:
             return []
         iteration = self.iteration(step)
+        if self.epochs:
+            order = []
+            for epoch in range(self.epochs):
+                shuffled = list(range(len(examples)))
+                random.Random(f"{self.seed}:sft:{iteration}:epoch:{epoch}").shuffle(shuffled)
+                order.extend(shuffled)
+            return [examples[i] for i in order[step * size : (step + 1) * size]]
         order = list(range(len(examples)))
         random.Random(f"{self.seed}:sft:{iteration}").shuffle(order)
         offset = (step - iteration * self.steps_per_iteration) * size
