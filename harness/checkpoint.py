@@ -1,7 +1,9 @@
 """Checkpoints as safetensors: trainable weights, optimizer state, method state and RNG states, plus
 a JSON of counters. Written to a temp folder, fsynced and renamed, so a killed save never looks
 complete; trainer_state.json (written last) holds each file's sha256, so a checkpoint damaged later
-is recognised, and resume falls back to the newest intact one."""
+is recognised, and resume falls back to the newest intact one. Each records the mean training reward of
+the steps since the previous one; an evaluation takes the best, the last or a named one
+(`choose_checkpoint`), and pruning old checkpoints never removes the best."""
 
 from __future__ import annotations
 
@@ -111,8 +113,11 @@ def save_checkpoint(root: Path, step: int, parts: dict[str, Any], counters: dict
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in sorted(root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    found = sorted(root.glob("step-*"))
+    best = best_rewarded(found)  # never pruned: `--checkpoint-select best` may want it
+    for old in found[:-keep]:
+        if old != best:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -196,3 +201,111 @@ def require_checkpoint(run_dir: Path, say_fallback: bool = False) -> Path:
     for folder, why in damaged if say_fallback else ():
         warn(f"{folder}: damaged ({why}); using {found.name} instead")
     return found
+
+
+# ---- which checkpoint an evaluation uses: best | last | step-N --------------------------------------
+# Each checkpoint records `train_reward` in trainer_state.json: the mean over the steps since the previous
+# checkpoint (`reward_window`, first and last step) of the logged r1 + r2 (None when no step of the window
+# logged both, and for SFT methods). `best` is the checkpoint with the highest one (SCoRe §6), `last` the
+# newest intact one, `step-N` that step's checkpoint.
+
+SELECTIONS = "best, last or step-N"
+WEIGHTS = ("weights.safetensors", "weights.json")  # what an evaluation reads of a checkpoint
+
+
+def window_reward(records: list[dict[str, Any]]) -> float | None:
+    """Mean of r1 + r2 over the log records (steps) that hold both, or None when none does."""
+    found = [record["r1"] + record["r2"] for record in records
+             if all(isinstance(record.get(k), (int, float)) and not isinstance(record.get(k), bool) for k in ("r1", "r2"))]
+    return sum(found) / len(found) if found else None
+
+
+def train_reward(folder: Path) -> float | None:
+    """The training reward a checkpoint recorded (None: none recorded, or its state is unreadable)."""
+    try:
+        value = json.loads((folder / STATE_FILE).read_text(encoding="utf-8")).get("train_reward")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+        return None
+    return float(value)
+
+
+def _ranked_by_reward(folders: list[Path]) -> list[Path]:
+    """The folders that recorded a training reward, highest first; on a tie the later checkpoint first."""
+    scored = [(reward, i, folder) for i, folder in enumerate(folders) if (reward := train_reward(folder)) is not None]
+    return [folder for _, _, folder in sorted(scored, key=lambda t: (t[0], t[1]), reverse=True)]
+
+
+def best_rewarded(folders: list[Path]) -> Path | None:
+    """Of checkpoint folders in step order, the one with the highest recorded training reward (ties: the later)."""
+    ranked = _ranked_by_reward(folders)
+    return ranked[0] if ranked else None
+
+
+def parse_selection(how: str) -> str:
+    """`best`, `last` or `step-N` (N a whole number); anything else is a one-line error."""
+    text = str(how).strip()
+    if text in ("best", "last"):
+        return text
+    if text.startswith("step-") and text[5:].isdigit() and text[5:].isascii():
+        return f"step-{int(text[5:])}"
+    raise HarnessError(f"--checkpoint-select must be {SELECTIONS} (got {how!r})")
+
+
+def _step_of(folder: Path) -> int | None:
+    digits = folder.name.removeprefix("step-")
+    return int(digits) if digits.isdigit() and digits.isascii() else None
+
+
+def choose_checkpoint(run_dir: Path, how: str, say_fallback: bool = False) -> tuple[Path, str]:
+    """The checkpoint `how` (best | last | step-N) selects, and the rule applied: `best` is `last` when no
+    checkpoint recorded a training reward (SFT methods, runs from before rewards were recorded); the caller
+    says so where best was asked for. A damaged checkpoint is passed over as `require_checkpoint` does
+    (with `say_fallback`, one line each); `step-N` of a damaged or missing checkpoint is a one-line error
+    naming the steps there are."""
+    how = parse_selection(how)
+    run_dir = Path(run_dir)
+    if how == "last":
+        return require_checkpoint(run_dir, say_fallback), "last"
+    if not run_dir.is_dir():
+        raise HarnessError(f"{run_dir}: no such run folder")
+    found = checkpoints(run_dir)
+    if how.startswith("step-"):
+        steps = ", ".join(f"step-{s}" for s in (_step_of(f) for f in found) if s is not None) or "none"
+        match = [f for f in found if _step_of(f) == int(how[5:])]
+        if not match:
+            raise HarnessError(f"{run_dir}: no checkpoint {how}; checkpoints there: {steps}")
+        why = damage(match[0], WEIGHTS)
+        if why is not None:
+            raise HarnessError(f"{match[0]}: damaged ({why}); checkpoints there: {steps}")
+        return match[0], how
+    damaged = []
+    for folder in _ranked_by_reward(found):
+        why = damage(folder, WEIGHTS)
+        if why is None:
+            for bad, reason in damaged if say_fallback else ():
+                warn(f"{bad}: damaged ({reason}); using {folder.name} instead (the next highest training reward)")
+            return folder, "best"
+        damaged.append((folder, why))
+    return require_checkpoint(run_dir, say_fallback), "last"  # no intact checkpoint recorded a reward
+
+
+def select_checkpoint(run_dir: Path, how: str = "last", say_fallback: bool = False) -> Path:
+    """The checkpoint folder `how` (best | last | step-N) selects; see `choose_checkpoint`."""
+    return choose_checkpoint(run_dir, how, say_fallback)[0]
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """A one-line error when `run_dir` is no folder or holds no checkpoint (nothing is read or hashed)."""
+    if not Path(run_dir).is_dir():
+        raise HarnessError(f"{run_dir}: no such run folder")
+    if not checkpoints(Path(run_dir)):
+        raise HarnessError(f"{run_dir}: no checkpoint found under checkpoints/")
+
+
+def selection_label(how: str, folder_name: str) -> str:
+    """How a table names a selected checkpoint: `best: step-12`, `last: step-40`, or `step-8` when named."""
+    step = _step_of(Path(folder_name))
+    name = f"step-{step}" if step is not None else folder_name
+    return name if how == name else f"{how}: {name}"

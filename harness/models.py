@@ -346,17 +346,18 @@ def load_model(spec: str = "embedded", dtype: str = "auto", device: str = "auto"
     return LoadedModel(model, tokenizer, model_id, sha, str(location), device, str(torch_dtype).removeprefix("torch."))
 
 
-def load_trained_policy(run_dir: Path, dtype: str = "auto", device: str = "auto"):
-    """The trained policy of a run, as a LoadedModel: its base model with the last checkpoint's
-    weights (LoRA merged into the base, so generation runs at base-model speed)."""
+def load_trained_policy(run_dir: Path, dtype: str = "auto", device: str = "auto", select: str | None = None):
+    """The trained policy of a run, as a LoadedModel: its base model with the weights of the checkpoint
+    `select` names (best | last | step-N, or a checkpoint folder's name; None: the last one), LoRA merged
+    into the base, so generation runs at base-model speed."""
     import torch
 
-    from harness.checkpoint import load_state, require_checkpoint
+    from harness.checkpoint import load_state, select_checkpoint
     from harness.config import build
     from harness.lora import LoraSettings, attach_lora
     from harness.store import read_run_config
 
-    folder = require_checkpoint(Path(run_dir))
+    folder = select_checkpoint(Path(run_dir), select or "last")
     config = read_run_config(Path(run_dir))
     loaded = load_model(config["model"], dtype, device)
     lora = build(LoraSettings, config.get("lora", {}), "lora")

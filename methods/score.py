@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from harness.config import setting
 from harness.method import Method, register_method
-from harness.training.losses import baseline_advantages, kl_penalty, reinforce, shaped_second_reward
-from harness.training.objective import LossOutput, RLBatch, RLObjective, TrainContext, TrainableModule, TwoStages
+from harness.training.losses import KLOptions, baseline_advantages, kl_penalty, reinforce, shaped_second_reward
+from harness.training.objective import LossOutput, RLBatch, TrainContext, TwoStageObjective
 
 
 @dataclass
-class ScoreOptions:
+class ScoreOptions(KLOptions):
     alpha: float = setting(10.0, ge=0)  # reward-bonus weight (Table 5)
     beta1: float = setting(0.01, ge=0)  # weak KL
     beta2: float = setting(0.1, ge=0)  # strong KL on attempt 1 in stage I
@@ -29,8 +29,8 @@ class ScoreOptions:
 def score_loss(batch: RLBatch, opts: ScoreOptions, stage: int) -> LossOutput:
     (m1, m2), (lp1, lp2), (ref1, ref2) = batch.masks, batch.logp, batch.ref_logp
     r1, r2 = batch.rewards
-    kl1 = kl_penalty(lp1, ref1, m1, batch.norm)
-    kl2 = kl_penalty(lp2, ref2, m2, batch.norm)
+    kl1 = kl_penalty(lp1, ref1, m1, batch.norm, opts.kl_estimator)
+    kl2 = kl_penalty(lp2, ref2, m2, batch.norm, opts.kl_estimator)
     if stage == 1:
         pg = reinforce(lp2, m2, baseline_advantages(r2, batch.groups, opts.baseline), batch.norm)
         loss = pg + opts.beta2 * kl1 + opts.beta1 * kl2
@@ -43,21 +43,14 @@ def score_loss(batch: RLBatch, opts: ScoreOptions, stage: int) -> LossOutput:
                              "stage": float(stage)})
 
 
-class ScoreObjective(RLObjective):
+class ScoreObjective(TwoStageObjective):
     """The trainer rolls out 2-attempt episodes (RLObjective.rollout), computes log-probs, calls `loss`
-    on each micro-batch, backpropagates it and steps the policy's optimizer."""
+    on each micro-batch, backpropagates it and steps the policy's optimizer (the policy only)."""
 
     options_class = ScoreOptions
 
-    def setup(self, ctx: TrainContext) -> list[TrainableModule]:
-        self.stages = TwoStages.of(self.opts.stage1_steps, ctx.config.max_steps)
-        return []  # the policy only
-
-    def stage_ends(self) -> list[int]:
-        return self.stages.ends()
-
     def loss(self, batch: RLBatch, ctx: TrainContext) -> LossOutput:
-        return score_loss(batch, self.opts, self.stages.stage_of(batch.step))
+        return score_loss(batch, self.opts, self.stage_of(batch.step))
 
 
 @register_method("score")
@@ -66,3 +59,4 @@ class Score(Method):
     objective = ScoreObjective
     paper = "Kumar et al., 2024, Training Language Models to Self-Correct via Reinforcement Learning"
     trains = "policy (LoRA): REINFORCE, stage I then stage II with reward bonus"
+    checkpoint_select = "best"  # SCoRe §6: the checkpoint with the highest training reward is kept

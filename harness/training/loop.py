@@ -35,7 +35,7 @@ from harness.training.config import TrainConfig
 from harness.training.objective import RLBatch, RLObjective, SFTObjective, TrainContext, TrainableModule
 from harness.training.policy import attach_lora, reference_mode
 from harness.training.rewards import GraderReward
-from harness.training.sequences import TokenLogprobs, build_sequences
+from harness.training.sequences import TokenLogprobs, build_sequences, update_tokens
 from harness.store import append_jsonl
 from harness.training.sft import SFTSchedule, cross_entropy, sft_batch
 from harness.training.stopping import StopOnSignal, StopRequested
@@ -105,6 +105,10 @@ class Trainer:
                                     self.task, self.generator, self.eos_ids, self.sample, self._load_model)
         # The policy's parameters are those trainable before the objective adds its own modules.
         self.policy_params = {n: p for n, p in self.policy.named_parameters() if p.requires_grad}
+        # An objective that restarts each iteration from the base (STaR) needs the freshly initialised
+        # trainable weights (the LoRA from the run's seed; under full fine-tuning, the base's weights).
+        self.initial_policy = {n: p.detach().clone() for n, p in self.policy_params.items()} \
+            if getattr(self.objective, "restart_each_iteration", False) else None
         self.modules: list[TrainableModule] = self.objective.setup(self.context)
         self.module_params = [m.parameters() for m in self.modules]
         # One parameter group per module: the policy's (warmup, weight decay) first, then each declared one.
@@ -126,6 +130,7 @@ class Trainer:
         self.rewards = GraderReward()
         self.step = 0
         self.cursor = Cursor()
+        self.window: list[dict[str, Any]] = []  # the log records since the last checkpoint (main process)
         self.sft = SFTSchedule.open(run_dir, self.objective.opts, config.max_steps, config.problems_per_step,
                                     config.seed) if isinstance(self.objective, SFTObjective) else None
 
@@ -236,15 +241,35 @@ class Trainer:
         if found is not None:
             examples, stats, cursor = found
             self.cursor = Cursor(**cursor)  # the data stream continues after what that collection used
-            return examples, stats
-        problems = self.next_problems(self.sft.collect_problems)
-        examples, stats = self.objective.collect(self.context, problems)
-        stats = {**stats, "examples": float(len(examples)), "iteration": float(iteration)}
-        if self.accelerator.is_main_process:
-            self.sft.save()
-            self.sft.write(iteration, examples, stats, asdict(self.cursor), self.tokenizer)
-        self.sft.loaded[iteration] = (examples, stats)
+        else:
+            problems = self.next_problems(self.sft.collect_problems)
+            examples, stats = self.objective.collect(self.context, problems)
+            stats = {**stats, "examples": float(len(examples)), "iteration": float(iteration)}
+            if self.sft.epochs:
+                stats["epoch_steps"] = float(self.sft.epoch_steps(len(examples), self.config.problems_per_step))
+            if self.initial_policy is not None:
+                stats["restarted_from_base"] = float(iteration > 0)
+            if self.accelerator.is_main_process:
+                self.sft.save()
+                self.sft.write(iteration, examples, stats, asdict(self.cursor), self.tokenizer)
+            self.sft.loaded[iteration] = (examples, stats)
+        if self.initial_policy is not None and iteration > 0 and self.step == iteration * self.sft.steps_per_iteration:
+            self._restart_from_base()  # the data came from the last iteration's policy; the fit starts afresh
         return examples, stats
+
+    def _restart_from_base(self) -> None:
+        """The policy's trainable weights back to their initial values, and a fresh optimizer state."""
+        with torch.no_grad():
+            for name, value in self.initial_policy.items():
+                self.policy_params[name].copy_(value)
+        self.optimizer.state.clear()
+
+    def total_steps(self) -> int:
+        """max_steps; for an SFT run sized by its data (`epochs`), the steps of its epochs once collected."""
+        if self.sft is None or not self.sft.epochs:
+            return self.config.max_steps
+        count = len(self.sft.loaded[0][0]) if 0 in self.sft.loaded else self.sft.count(0)
+        return self.config.max_steps if count is None else self.sft.epoch_steps(count, self.config.problems_per_step)
 
     def sft_update(self, examples: list) -> dict[str, float]:
         """Cross-entropy on the examples' target spans only, in grad_accum micro-batches, then one step."""
@@ -296,8 +321,19 @@ class Trainer:
         parts = {"weights": ckpt.trainable_state(self.policy_params),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": ckpt.rng_state(), "method": modules}
-        return ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, parts,
-                                    {"cursor": asdict(self.cursor), "config": self.config.settings()})
+        folder = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, parts,
+                                      {"cursor": asdict(self.cursor), "config": self.config.settings(),
+                                       "objective": self.objective.state(), **self.window_reward()})
+        self.window = []
+        return folder
+
+    def window_reward(self) -> dict[str, Any]:
+        """What a checkpoint records of the steps since the previous one: their mean training reward r1 + r2
+        (`--checkpoint-select best` ranks by it) and the first and last step. None for SFT methods: their
+        r1/r2 are the iteration's collection samples, drawn before the fit, so they do not rank its checkpoints."""
+        steps = [r["step"] for r in self.window]
+        reward = None if isinstance(self.objective, SFTObjective) else ckpt.window_reward(self.window)
+        return {"train_reward": reward, "reward_window": [steps[0], steps[-1]] if steps else None}
 
     def load(self, folder: Path) -> None:
         modules = ckpt.load_state(folder, "method")
@@ -315,6 +351,7 @@ class Trainer:
         ckpt.set_rng_state(ckpt.load_state(folder, "rng"))
         state = json.loads((folder / "trainer_state.json").read_text())
         self.step, self.cursor = state["step"], Cursor(**state["cursor"])
+        self.objective.load_state(state.get("objective") or {})
         self._policy_changed()
 
 
@@ -377,7 +414,7 @@ def train(config: TrainConfig, resume: bool = False,
     saved = trainer.step if found is not None else -1
     with GradingPool() as pool, StopOnSignal(abandon=accel.num_processes == 1) as stop:
         trainer.pool = pool
-        while trainer.step < config.max_steps:
+        while trainer.step < trainer.total_steps():
             before = trainer.snapshot()
             stop.phase = "rollout"  # a signal now abandons the step: nothing of it has touched the weights
             try:
@@ -405,25 +442,27 @@ def train(config: TrainConfig, resume: bool = False,
                 logs = trainer.update(episodes)
                 stats = _gather_mean(accel, {**step_metrics(episodes), **trainer.objective.rollout_logs()})
             record = {"step": trainer.step, **stats, **logs, "rollout_s": rollout_s,
+                      **update_tokens(trainer, batch if trainer.sft is not None else episodes, logs),
                       "step_s": time.perf_counter() - start, "lr": trainer.scheduler.get_last_lr()[0]}
             if accel.is_main_process:
                 append_jsonl(run_dir / "log.jsonl", [record])
+                trainer.window.append(record)
             if config.report_to:
                 accel.log(record, step=trainer.step)
             stopping = stop.agreed(accel)
-            if stopping or trainer.step % config.checkpoint_every == 0 or trainer.step == config.max_steps \
+            if stopping or trainer.step % config.checkpoint_every == 0 or trainer.step == trainer.total_steps() \
                     or trainer.step in trainer.stage_ends():
                 if accel.is_main_process:
                     trainer.save()
                 saved = trainer.step
                 accel.wait_for_everyone()
             if progress is not None:
-                progress(trainer.step, config.max_steps, record)
+                progress(trainer.step, trainer.total_steps(), record)
             if stopping:
                 stop.signal = stop.signal or signal.SIGTERM  # another process was asked
                 break
         stop.phase = "done"
-        interrupted = stop.signal is not None and trainer.step < config.max_steps
+        interrupted = stop.signal is not None and trainer.step < trainer.total_steps()
         if interrupted and saved != trainer.step:  # abandoned mid-rollout, or before this start's first checkpoint
             if accel.is_main_process:
                 trainer.save()
@@ -432,7 +471,7 @@ def train(config: TrainConfig, resume: bool = False,
         accel.end_training()
     if interrupted:
         name = signal.Signals(stop.signal).name
-        raise Interrupted(f"stopped by {name} after step {trainer.step} of {config.max_steps}, checkpoint saved; "
+        raise Interrupted(f"stopped by {name} after step {trainer.step} of {trainer.total_steps()}, checkpoint saved; "
                           f"continue with: harness train --resume {run_dir}", 128 + stop.signal)
     return run_dir
 
