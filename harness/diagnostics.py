@@ -5,8 +5,10 @@ Pure functions over stored sample records (samples.jsonl) and training logs (log
 and `report` give the same bytes. Edit ratio: character-level Levenshtein distance divided by the longer
 text's length (rapidfuzz `Levenshtein.normalized_distance`; 0 = identical, 1 = nothing in common), the
 quantity of SCoRe's edit-distance histograms (Kumar et al., 2024, Fig. 4/5). FLOPs: the usual estimate
-of 2·N per processed token for inference (prefill + generated) and 6·N per token for training
-(Kaplan et al., 2020), N = the model's parameter count.
+(Kaplan et al., 2020), N = the model's parameter count: 2·N per token a forward pass processes, 6·N per
+token of a forward and backward pass. Inference: 2·N·(prefill + generated tokens). Training
+(`TrainingTokens`): every token of every sequence an update's passes ran over, prompt included:
+6·N·policy tokens + 2·N·reference tokens + 6·N·critic tokens (N_critic for a critic that is its own model).
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ class Compute:
     prefill_tokens: int  # every step's prompt tokens (a carried attempt costs none)
     seconds: float  # the steps' shares of their generation rounds, summed
     parameters: int | None  # N; None: unknown (FLOPs left blank)
-    training_tokens: float | None = None  # a trained row: tokens its training run processed (log.jsonl)
+    training_tokens: TrainingTokens | None = None  # a trained row: what its training run's passes processed
 
     @property
     def inference_flops(self) -> float | None:
@@ -132,11 +134,11 @@ class Compute:
     def training_flops(self) -> float | None:
         if self.parameters is None or self.training_tokens is None:
             return None
-        return 6.0 * self.parameters * self.training_tokens
+        return self.training_tokens.flops(self.parameters)
 
 
 def compute(samples: list[dict[str, Any]], parameters: int | None, turns: int | None = None,
-            training_tokens: float | None = None) -> Compute:
+            training_tokens: TrainingTokens | None = None) -> Compute:
     """Compute spent on these episodes' first `turns` attempts (and the feedback steps between them)."""
     steps = [step for s in samples for step in _steps_within(s, turns)]
     return Compute(len(samples), sum(int(s.get("completion_tokens", 0)) for s in steps),
@@ -155,9 +157,40 @@ def _steps_within(record: dict[str, Any], turns: int | None) -> list[dict[str, A
     return kept
 
 
-def training_tokens(log: Iterable[dict[str, Any]]) -> float:
-    """Tokens a training run learned from, summed over its log: rollout tokens (RL) and SFT target tokens."""
-    return float(sum(r.get("tokens", 0.0) + r.get("sft_tokens", 0.0) for r in log))
+@dataclass(frozen=True)
+class TrainingTokens:
+    """Tokens a training run's update passes processed, summed over its log.jsonl (written per step by
+    harness.training.sequences.update_tokens): whole sequences, prompt included, padding left out. An RL
+    episode is [x, y1, instruction, y2] (plus RRR's reflection and its request); an SFT example is its
+    prompt and target. Rollout sampling (inference) is not counted here."""
+
+    policy: float = 0.0  # through the policy's forward and backward pass: 6·N FLOPs each
+    reference: float = 0.0  # through the reference's forward pass (RL): 2·N each
+    critic: float = 0.0  # through a critic on the policy's base model (a2c2stage), forward and backward: 6·N each
+    own_critic_flops: float = 0.0  # a critic loaded as its own model: 6·N_critic·its tokens, summed per step
+    legacy: float = 0.0  # steps logged before these counts: generated and SFT target tokens only, 6·N each
+
+    def flops(self, parameters: int) -> float:
+        """6·N·(policy + critic) + 2·N·reference (+ a separate critic's own FLOPs)."""
+        n = float(parameters)
+        return 6.0 * n * (self.policy + self.critic + self.legacy) + 2.0 * n * self.reference + self.own_critic_flops
+
+
+def training_tokens(log: Iterable[dict[str, Any]]) -> TrainingTokens:
+    """What a training run's passes processed, summed over its log. A step logged before `policy_tokens`
+    existed counts its generated (`tokens`) and SFT target (`sft_tokens`) tokens, as the estimate then did."""
+    policy = reference = critic = own_critic = legacy = 0.0
+    for r in log:
+        if "policy_tokens" not in r:
+            legacy += r.get("tokens", 0.0) + r.get("sft_tokens", 0.0)
+            continue
+        policy += r["policy_tokens"]
+        reference += r.get("reference_tokens", 0.0)
+        if "critic_parameters" in r:
+            own_critic += 6.0 * r["critic_parameters"] * r.get("critic_tokens", 0.0)
+        else:
+            critic += r.get("critic_tokens", 0.0)
+    return TrainingTokens(policy, reference, critic, own_critic, legacy)
 
 
 def budget_note(tokens_per_problem: dict[str, float]) -> str:

@@ -22,5 +22,11 @@ SCORE_CORRECTION = (
 )
 
 
+def answer_format_for(task) -> str:
+    """The closing sentence of a request for a new solution on `task`: the task's own `answer_format`
+    (code tasks ask for the program), else SCoRe's ANSWER_FORMAT."""
+    return getattr(task, "answer_format", None) or ANSWER_FORMAT
+
+
 def problem_chat(problem: str, system: str = SCORE_SYSTEM) -> list[Message]:
     return [{"role": "system", "content": system}, {"role": "user", "content": f"Problem:\n{problem}"}]

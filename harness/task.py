@@ -45,6 +45,15 @@ class Task(ABC):
     # The task's own correction instruction (code tasks ask for a program, not a final answer); a
     # method uses it when the user gave none, else SCoRe's.
     correction_instruction: ClassVar[str | None] = None
+    # The rest of the wording methods use, which a task may replace; None keeps the math wording. Methods
+    # ask the task for it (no method imports a task): `answer_format` closes every request for a new
+    # solution (Self-Refine's refine, RRR's retry; None: SCoRe's "Final Answer: ..." sentence,
+    # harness.prompts.ANSWER_FORMAT, see `answer_format_for`); `review_system` and `review_request`
+    # ({problem}, {solution}) are Self-Refine's feedback request; `reflect_instruction` is RRR's.
+    answer_format: ClassVar[str | None] = None
+    review_system: ClassVar[str | None] = None
+    review_request: ClassVar[str | None] = None
+    reflect_instruction: ClassVar[str | None] = None
 
     @abstractmethod
     def load(self, split: str, data_dir: str | None = None) -> list[Item]: ...

@@ -6,8 +6,11 @@ the retry's correctness and the advantage is reward minus the group mean (option
 group std). Only the reflection tokens receive the advantage: attempts 1 and 2 are masked out. Only
 failed problems are trained on.
 
-At evaluation the harness gives no verifier signal: the model reflects after every attempt and then
-retries (the paper reflects only after a verified failure), so its Δc→i is measured, not zero.
+At evaluation with the default `--feedback none` (intrinsic self-correction, SCoRe's protocol) the
+harness gives no verifier signal: the model reflects after every attempt and then retries, so its Δc→i
+is measured, not zero. `--feedback oracle` is the paper's protocol, applied by the harness to every
+method (this one does not know it): a correct attempt ends the episode, and after a wrong one the
+reflection request starts by saying the answer was incorrect, so Δc→i is zero by construction.
 """
 
 from __future__ import annotations
@@ -17,21 +20,23 @@ from dataclasses import dataclass
 from harness.config import setting
 from harness.errors import HarnessError
 from harness.method import Method, Request, register_method
-from harness.prompts import ANSWER_FORMAT
+from harness.prompts import ANSWER_FORMAT, answer_format_for
 from harness.rollout.episode import Episode
-from harness.training.losses import group_advantages, kl_penalty, reinforce
+from harness.training.losses import KLOptions, group_advantages, kl_penalty, reinforce
 from harness.training.objective import LossOutput, RLBatch, RLObjective, TrainContext, TrainableModule
 
 REFLECT = (
     "Your solution above may be wrong. Reflect on it: point out what went wrong (a misunderstanding, a "
     "wrong setup or an arithmetic slip) and how to avoid it. Do not write a new solution yet."
 )
-RETRY = "Now solve the problem again, using your reflection. " + ANSWER_FORMAT
+# A task may word both its own way (`Task.reflect_instruction`, `Task.answer_format`); these are math's.
+RETRY_REQUEST = "Now solve the problem again, using your reflection. "
+RETRY = RETRY_REQUEST + ANSWER_FORMAT
 REFLECTION = 1  # step index of the reflection in a training episode [attempt 1, reflection, attempt 2]
 
 
 @dataclass
-class RRROptions:
+class RRROptions(KLOptions):
     group_size: int = setting(4, ge=1)  # G reflections per failed first attempt
     scale_by_std: bool = False  # divide the advantage by the group's reward std (GRPO's normalisation)
     beta: float = setting(0.0, ge=0)  # KL to the reference on the reflection tokens
@@ -42,7 +47,7 @@ def rrr_loss(batch: RLBatch, opts: RRROptions) -> LossOutput:
     adv = group_advantages(retry_reward, batch.groups, opts.scale_by_std)
     logp, mask = batch.logp[REFLECTION], batch.masks[REFLECTION]
     pg = reinforce(logp, mask, adv, batch.norm)
-    kl = kl_penalty(logp, batch.ref_logp[REFLECTION], mask, batch.norm)
+    kl = kl_penalty(logp, batch.ref_logp[REFLECTION], mask, batch.norm, opts.kl_estimator)
     loss = pg + opts.beta * kl
     return LossOutput(loss, {"loss": loss.item(), "pg_loss": pg.item(), "kl_reflection": kl.item(),
                              "retry_reward": retry_reward.mean().item()})
@@ -90,4 +95,5 @@ class ReflectRetryReward(Method):
     def next_request(self, task, item, episode: Episode) -> Request:
         last = episode.steps[-1]
         reflecting = last.kind == "attempt"
-        return self.follow_up(last, REFLECT if reflecting else RETRY, "reflection" if reflecting else "attempt")
+        message = (task.reflect_instruction or REFLECT) if reflecting else RETRY_REQUEST + answer_format_for(task)
+        return self.follow_up(last, message, "reflection" if reflecting else "attempt")

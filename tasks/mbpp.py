@@ -14,7 +14,8 @@ from harness.data import hub_rows, load_records
 from harness.errors import HarnessError
 from harness.grading.code import extract_program, grade_program
 from harness.task import Grade, Item, Message, Task, register_task
-from tasks.code_prompts import CODE_CORRECTION, CODE_SYSTEM, MBPP_FEWSHOT_IDS, MBPP_TASK, fenced
+from tasks.code_prompts import (CODE_ANSWER_FORMAT, CODE_CORRECTION, CODE_REFLECT, CODE_REVIEW, CODE_REVIEW_SYSTEM,
+                                 CODE_SYSTEM, MBPP_FEWSHOT_IDS, MBPP_TASK, fenced)
 
 SPLIT_IDS = {"prompt": range(1, 11), "test": range(11, 511), "validation": range(511, 601), "train": range(601, 975)}
 FIELDS = ("task_id", "text", "code", "test_list")
@@ -54,6 +55,8 @@ class MBPP(Task):
     splits = {name: len(ids) for name, ids in SPLIT_IDS.items()}
     grade_fields = ("task_id",)
     correction_instruction = CODE_CORRECTION
+    answer_format = CODE_ANSWER_FORMAT
+    review_system, review_request, reflect_instruction = CODE_REVIEW_SYSTEM, CODE_REVIEW, CODE_REFLECT
 
     def __init__(self):
         self._all: dict[int, Item] | None = None

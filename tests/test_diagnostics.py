@@ -124,6 +124,64 @@ def test_paired_mcnemar_against_base_on_a_hand_made_case():
         paired_mcnemar_p(base, base[::-1])
 
 
+def _stream_episode(prompt: int, y1: int, instruction: int, y2: int, y2_finished: bool):
+    """An RL episode as the rollout leaves it: attempt 2's prompt continues attempt 1's token stream
+    [x, y1, EOS, instruction] (token ids made up; EOS = 0)."""
+    from harness.rollout.episode import Episode, Step
+    from harness.task import Item
+
+    x, a1, p = tuple(range(1, prompt + 1)), tuple(range(50, 50 + y1)), tuple(range(80, 80 + instruction))
+    a2 = tuple(range(90, 90 + y2))
+    first = Step("attempt", [], "y1", prompt, y1, True, 0.0, prompt_ids=x, token_ids=a1)
+    second = Step("attempt", [], "y2", prompt + y1 + 1 + instruction, y2, y2_finished, 0.0,
+                  prompt_ids=x + a1 + (0,) + p, token_ids=a2)
+    return Episode(Item("e", "q", "a"), [first, second])
+
+
+def test_training_flops_count_every_token_each_pass_processes_prompts_included():
+    """Worked by hand. Episode A: x 5 tokens, y1 3 (+ EOS), instruction 4, y2 2 cut at the limit: its
+    sequence is 5 + 3 + 1 + 4 + 2 = 15 tokens. Episode B: x 6, y1 2 (+ EOS), instruction 4, y2 3 (+ EOS):
+    6 + 2 + 1 + 4 + 3 + 1 = 17. One RL step processes 15 + 17 = 32 tokens in each pass."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from harness.diagnostics import TrainingTokens
+    from harness.training.sequences import build_sequences, update_tokens
+
+    episodes = [_stream_episode(5, 3, 4, 2, False), _stream_episode(6, 2, 4, 3, True)]
+    assert int(build_sequences(episodes, pad_id=0, eos_ids=[0]).attention_mask.sum()) == 32  # what the passes see
+
+    def trainer(*modules, sft=None):
+        return SimpleNamespace(sft=sft, objective=SimpleNamespace(masked_steps="attempts"), modules=list(modules),
+                               accelerator=SimpleNamespace(num_processes=1))
+
+    plain = update_tokens(trainer(), episodes, {})  # score, rrr: policy forward+backward, reference forward
+    assert plain == {"policy_tokens": 32.0, "reference_tokens": 32.0}
+    shared = SimpleNamespace(name="critic", module=SimpleNamespace())  # a2c2stage: critic adapter on the base
+    assert update_tokens(trainer(shared), episodes, {})["critic_tokens"] == 32.0
+    own_lm = torch.nn.Linear(3, 2)  # a critic loaded as its own model: N_critic = 3·2 + 2 = 8
+    own = update_tokens(trainer(SimpleNamespace(name="critic", module=SimpleNamespace(lm=own_lm))), episodes, {})
+    # its states s1 = [x] and s2 = [x, y1, EOS, instruction]: A 5 + 13, B 6 + 13
+    assert (own["critic_tokens"], own["critic_parameters"]) == (37.0, 8.0)
+    assert update_tokens(trainer(), episodes, {"skipped": 1.0}) == {"policy_tokens": 0.0, "reference_tokens": 0.0}
+    examples = [SimpleNamespace(input_ids=[1] * 20), SimpleNamespace(input_ids=[1] * 12)]  # SFT: prompt + target
+    assert update_tokens(trainer(sft=object()), examples, {}) == {"policy_tokens": 32.0}
+
+    # FLOPs with N = 1000: 6·N per token of a forward and backward pass, 2·N per token of a forward pass.
+    log = [{"step": 1, "tokens": 10.0, **plain},  # 6·1000·32 + 2·1000·32 = 192,000 + 64,000 = 256,000
+           {"step": 2, "tokens": 10.0, **plain, "critic_tokens": 32.0},  # + 6·1000·32 = 192,000: 448,000
+           {"step": 3, **own},  # 256,000 + 6·8·37 = 256,000 + 1,776 = 257,776
+           {"step": 4, "sft_tokens": 7.0, "policy_tokens": 32.0},  # SFT: 6·1000·32 = 192,000
+           {"step": 5, "tokens": 10.0, "sft_tokens": 5.0}]  # logged before: 6·1000·(10 + 5) = 90,000
+    found = training_tokens(log)
+    assert found == TrainingTokens(policy=128.0, reference=96.0, critic=32.0, own_critic_flops=1776.0, legacy=15.0)
+    assert found.flops(1000) == 256_000 + 448_000 + 257_776 + 192_000 + 90_000 == 1_243_776
+    assert compute([], parameters=1000, training_tokens=found).training_flops == 1_243_776
+    # the old estimate, completions only (6·N·generated tokens), for steps 1 and 2: 6·1000·20 = 120,000
+    assert training_tokens([{"tokens": 10.0}, {"tokens": 10.0}]).flops(1000) == 120_000
+
+
 def test_compute_adds_every_step_and_estimates_flops():
     records = [e[0] for e in EPISODES]
     spent = compute(records, parameters=1000, training_tokens=training_tokens(

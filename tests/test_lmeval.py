@@ -204,6 +204,54 @@ def test_simple_evaluate_selfcorrect_after_import_harness(tiny, data_dir, monkey
     assert resps == sorted(e["attempts"][-1] for e in episodes)
 
 
+@needs_lm_eval
+def test_selfcorrect_asks_each_request_in_its_tasks_wording():
+    """Between attempts: the `instruction` model arg, else the harness task's correction instruction on a
+    selfcorrect_<task> request (code wording on HumanEval), else SCoRe's (any other lm-eval task)."""
+    from lm_eval.api.instance import Instance
+
+    from harness.lmeval.model import SelfCorrectLM
+    from tasks.code_prompts import CODE_CORRECTION
+
+    model = object.__new__(SelfCorrectLM)  # no weights: only the instruction and plain-text prompt logic
+    model.instruction, model._chats, model._warned_plain = None, {}, False
+
+    def request(task_name: str) -> Instance:
+        return Instance("generate_until", {}, ("ctx", {}), 0, (task_name, 0, 1))
+
+    code = model.instruction_for(request("selfcorrect_humaneval"))
+    assert code == CODE_CORRECTION and "```python code block" in code and "Final Answer" not in code
+    assert model.next_prompt("ctx ", ["a1"], code) == f"ctx a1\n\n{CODE_CORRECTION}\n\n"
+    for math in ("selfcorrect_gsm8k", "selfcorrect_math500", "gsm8k", "minerva_math500", "selfcorrect_unknown"):
+        assert model.instruction_for(request(math)) == SCORE_CORRECTION  # as before, byte for byte
+    assert model.next_prompt("ctx ", ["a1"]) == f"ctx a1\n\n{SCORE_CORRECTION}\n\n"
+    model.instruction = "Check again."
+    assert model.instruction_for(request("selfcorrect_humaneval")) == "Check again."
+
+
+@needs_lm_eval
+def test_simple_evaluate_selfcorrect_humaneval_uses_the_code_instruction(tiny, data_dir, monkeypatch, tmp_path):
+    import harness  # noqa: F401  registers the model
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from tasks.code_prompts import CODE_CORRECTION
+
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(data_dir))
+    attempts = tmp_path / "attempts.jsonl"
+    simple_evaluate(
+        model="selfcorrect", model_args={"pretrained": str(tiny), "turns": 2, "attempts_file": str(attempts)},
+        tasks=["selfcorrect_humaneval"], task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False),
+        limit=2, device="cpu", gen_kwargs={"max_gen_toks": 4},
+    )
+    episodes = [json.loads(line) for line in attempts.read_text().splitlines()]
+    assert len(episodes) == 2
+    for episode in episodes:
+        p1, p2 = episode["prompts"]
+        assert p2 == p1 + f"{episode['attempts'][0]}\n\n{CODE_CORRECTION}\n\n"
+        assert "Final Answer" not in p2
+
+
 # --------------------------------------------------------------------------------------------- agreement
 
 FINAL = "Final Answer: The final answer is ${}$. I hope it is correct."

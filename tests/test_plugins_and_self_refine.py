@@ -100,6 +100,31 @@ def test_self_refine_asks_feedback_then_refines_or_stops():
     assert method.next_request(task, item, episode) is None
 
 
+# The math wording as the committed reference runs were generated with it: byte for byte, on every math task.
+MATH_REVIEW = (
+    "Review the solution below to the problem. Check every step for errors in understanding, setup and "
+    "arithmetic, and explain any error you find. Do not write a new solution. End your review with one "
+    'line: "Verdict: correct" if the solution and its final answer are right, or "Verdict: incorrect".\n\n'
+    "Problem:\nWhat is 2+3?\n\nSolution:\n2+3=6.")
+MATH_REFINE = (
+    "Here is feedback on your solution:\n\n2+3 is 5, not 6.\nVerdict: incorrect\n\nUsing this feedback, write an "
+    "improved solution. Only output the final solution! At the end of the Solution, when you give your final answer, "
+    'write it in the form "Final Answer: The final answer is $answer$. I hope it is correct."')
+
+
+@pytest.mark.parametrize("name", ["gsm8k", "math", "math500"])
+def test_self_refine_keeps_the_math_wording_on_math_tasks(name):
+    from harness.prompts import SCORE_SYSTEM
+
+    method, task = get_method("self-refine"), get_task(name)
+    item = Item("i", "What is 2+3?", "5")
+    episode = Episode(item, [_step("attempt", method.first_request(task, item).messages, "2+3=6.")])
+    review = method.next_request(task, item, episode)
+    assert review.messages == [{"role": "system", "content": SCORE_SYSTEM}, {"role": "user", "content": MATH_REVIEW}]
+    episode.steps.append(_step("feedback", review.messages, "2+3 is 5, not 6.\nVerdict: incorrect"))
+    assert method.next_request(task, item, episode).messages[-1]["content"] == MATH_REFINE
+
+
 def test_self_refine_records_feedback_in_a_real_rollout(data_dir):
     tiny = load_model("tiny-random")
     task = get_task("gsm8k")

@@ -1,8 +1,12 @@
 """`--model selfcorrect`: lm-eval's HF model answering every generate_until request with K attempts.
 
 Attempt 1 is exactly what `--model hf` generates for the request. Attempt k+1 answers
-[prompt, attempt 1, user: instruction, ..., attempt k, user: instruction] (SCoRe's correction
-instruction by default, as in `harness eval --method base`); the last attempt is what lm-eval scores.
+[prompt, attempt 1, user: instruction, ..., attempt k, user: instruction]; the last attempt is what
+lm-eval scores. The instruction is the `instruction` model arg when given, else, as in `harness eval
+--method base`, the correction instruction of the harness task a `selfcorrect_<task>` request comes
+from (code wording on `selfcorrect_humaneval`), else SCoRe's (any other lm-eval task).
+Every attempt gets its next turn with no verifier signal: this is the intrinsic protocol (`harness eval
+--feedback none`). lm-eval grades only after generation, so `--feedback oracle` has no counterpart here.
 
 With `--apply_chat_template` the conversation is the one lm-eval built: lm-eval renders each request
 through `apply_chat_template`, which we remember, so later attempts extend that very message list and
@@ -34,6 +38,9 @@ from lm_eval.models.huggingface import HFLM
 
 from harness.lmeval import MODEL_NAME
 from harness.prompts import SCORE_CORRECTION
+from harness.task import TASKS
+
+PREFIX = "selfcorrect_"  # our lm-eval tasks: selfcorrect_<harness task>
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +61,7 @@ class SelfCorrectLM(HFLM):
             raise ValueError(f"turns must be >= 1, got {turns}")
         super().__init__(pretrained=pretrained, **kwargs)
         self.turns = turns
-        self.instruction = instruction or SCORE_CORRECTION
+        self.instruction = instruction  # None: each request's task's (see instruction_for)
         self.attempts_file = Path(attempts_file) if attempts_file else None
         self.attempt_log: list[dict[str, Any]] = []  # per request: context, prompts, attempts
         self._chats: dict[str, tuple[list[dict[str, str]], bool]] = {}  # rendered prompt -> (messages, gen prompt?)
@@ -65,15 +72,27 @@ class SelfCorrectLM(HFLM):
         self._chats[rendered] = ([dict(m) for m in chat_history], add_generation_prompt)
         return rendered
 
-    def next_prompt(self, context: str, attempts: list[str]) -> str:
-        """The prompt of attempt len(attempts) + 1 for a request whose prompt was `context`."""
+    def instruction_for(self, request: Any) -> str:
+        """The text between attempts of an lm-eval request: the `instruction` model arg, else the correction
+        instruction of the harness task of a `selfcorrect_<task>` request, else SCoRe's."""
+        if self.instruction:
+            return self.instruction
+        name = str(getattr(request, "task_name", None) or "")
+        if name.startswith(PREFIX) and name[len(PREFIX):] in TASKS.names():
+            return TASKS.get(name[len(PREFIX):]).correction_instruction or SCORE_CORRECTION
+        return SCORE_CORRECTION
+
+    def next_prompt(self, context: str, attempts: list[str], instruction: str | None = None) -> str:
+        """The prompt of attempt len(attempts) + 1 for a request whose prompt was `context`, with
+        `instruction` between attempts (None: the `instruction` model arg, else SCoRe's)."""
+        instruction = instruction or self.instruction or SCORE_CORRECTION
         chat = self._chats.get(context)
         if chat is None:
             if not self._warned_plain:
                 logger.warning("selfcorrect: prompts are plain text (no --apply_chat_template); later attempts "
                                "continue the text. Chat models want --apply_chat_template.")
                 self._warned_plain = True
-            return context + "".join(f"{attempt}\n\n{self.instruction}\n\n" for attempt in attempts)
+            return context + "".join(f"{attempt}\n\n{instruction}\n\n" for attempt in attempts)
         history, add_generation_prompt = chat
         messages = copy.deepcopy(history)
         prefix = ""
@@ -81,7 +100,7 @@ class SelfCorrectLM(HFLM):
             prefix = messages.pop()["content"]  # a gen_prefix that starts every attempt
         for attempt in attempts:
             messages += [{"role": "assistant", "content": prefix + attempt},
-                         {"role": "user", "content": self.instruction}]
+                         {"role": "user", "content": instruction}]
         if prefix:
             messages.append({"role": "assistant", "content": prefix})
         return HFLM.apply_chat_template(self, messages, add_generation_prompt=not prefix)
@@ -89,13 +108,15 @@ class SelfCorrectLM(HFLM):
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
         contexts = [req.args[0] for req in requests]
         gen_kwargs = [req.args[1] for req in requests]
+        instructions = [self.instruction_for(req) for req in requests]
         records = [{"context": c, "prompts": [], "attempts": []} for c in contexts]
         prompts = list(contexts)
         outer_hook, self.cache_hook = self.cache_hook, CacheHook(None)  # cache final answers only
         try:
             greedy = [i for i, g in enumerate(gen_kwargs) if self._engine_can_run(g)]
             if greedy:
-                self._engine_turns([records[i] for i in greedy], [gen_kwargs[i] for i in greedy])
+                self._engine_turns([records[i] for i in greedy], [gen_kwargs[i] for i in greedy],
+                                   [instructions[i] for i in greedy])
             rest = [i for i in range(len(records)) if i not in set(greedy)]
             for turn in range(self.turns if rest else 0):
                 batch = [_Request(prompts[i], copy.deepcopy(gen_kwargs[i])) for i in rest]
@@ -104,7 +125,7 @@ class SelfCorrectLM(HFLM):
                     records[i]["prompts"].append(prompts[i])
                     records[i]["attempts"].append(output)
                 if turn + 1 < self.turns:
-                    prompts = [self.next_prompt(r["context"], r["attempts"]) for r in records]
+                    prompts = [self.next_prompt(r["context"], r["attempts"], ins) for r, ins in zip(records, instructions)]
         finally:
             self.cache_hook = outer_hook
         for context, kwargs, record in zip(contexts, gen_kwargs, records):
@@ -124,7 +145,8 @@ class SelfCorrectLM(HFLM):
         kwargs = normalize_gen_kwargs(copy.deepcopy(gen_kwargs), self.max_gen_toks)
         return self.backend == "causal" and self.think_end_token is None and not kwargs.get("do_sample")
 
-    def _engine_turns(self, records: list[dict[str, Any]], gen_kwargs: list[dict[str, Any]]) -> None:
+    def _engine_turns(self, records: list[dict[str, Any]], gen_kwargs: list[dict[str, Any]],
+                      instructions: list[str]) -> None:
         """All K greedy attempts of these requests in one engine stream; fills each record's prompts
         and attempts exactly as the HFLM path does."""
         from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
@@ -147,7 +169,8 @@ class SelfCorrectLM(HFLM):
 
             def job(i: int) -> Job:
                 record = records[i]
-                prompt = record["context"] if not record["attempts"] else self.next_prompt(record["context"], record["attempts"])
+                prompt = record["context"] if not record["attempts"] else \
+                    self.next_prompt(record["context"], record["attempts"], instructions[i])
                 record["prompts"].append(prompt)
                 return Job(i, self.tok_encode(prompt, left_truncate_len=self.max_length - max_gen), [0], stop)
 
