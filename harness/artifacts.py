@@ -15,6 +15,7 @@ from typing import Any
 from harness.diagnostics import (RowDiagnostics, attempts, compute, episodes_csv, paired_mcnemar_p,
                                  parameter_count, row_diagnostics, training_tokens)
 from harness.errors import HarnessError
+from harness.method import feedback_label
 from harness.metrics import TurnMetrics, score_samples
 from harness.reported import reported_rows, sources
 from harness.store import atomic_write_text, read_jsonl, read_samples
@@ -164,9 +165,10 @@ def write_compare_outputs(folder: Path, spec: dict[str, Any]) -> Outputs:
     out.rows = list(rows)
     out.diagnostics = {row.label: row.diagnostics for row in rows if row.diagnostics is not None}
     citations: list[tuple[str, str]] = []
-    if config.get("reported"):
-        rows += [table_reported_row(r) for r in reported_rows(config["task"])]
-        citations = sources(config["task"])
+    if config.get("reported"):  # the papers' rows for this task, measured under this comparison's protocol
+        protocol = config.get("feedback", "none")  # compare.json files from before --feedback: intrinsic
+        rows += [table_reported_row(r) for r in reported_rows(config["task"], protocol)]
+        citations = sources(config["task"], protocol)
     text = caption(config["task"], config["split"], config["model"], turns, config["temperature"], config["seed"])
     out.title = f"{config['task']} ({config['split']}), {config['model']}, n = {len(spec['problem_ids'])}"
     out.written += write_tables(folder, rows, turns, text, f"tab:selfcorrect-{slug(config['task'])}", citations)
@@ -206,7 +208,7 @@ def _report_eval_run(path: Path) -> Outputs:
     config_path = path / "config.yaml"
     config = read_yaml(config_path) if config_path.is_file() else {}
     turns = int(config.get("turns", 2))
-    label = config.get("method", "run")
+    label = feedback_label(config.get("method", "run"), config.get("feedback", "none"))
     samples = read_samples(path)  # file order: the problems' order for runs grown by --limit
     if config.get("limit"):
         samples = samples[: int(config["limit"])]  # the last eval's --limit, as its metrics.json

@@ -244,7 +244,8 @@ def methods_command() -> None:
     for name, cls in METHODS.items():
         options_class = cls.objective.options_class if cls.objective else None
         options = asdict(options_class()) if options_class else {}
-        cells = (name, cls.kind, cls.paper, cls.trains, ", ".join(f"{k}={v}" for k, v in options.items()) or "-")
+        trains = cls.trains if cls.objective is None else f"{cls.trains}; evaluated at its {cls.checkpoint_select} checkpoint"
+        cells = (name, cls.kind, cls.paper, trains, ", ".join(f"{k}={v}" for k, v in options.items()) or "-")
         table.add_row(*(escape(c) for c in cells))  # "[x, y1]" in a description is text, not rich markup
     console.print(table)
 
@@ -277,6 +278,10 @@ def eval_command(
     data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: results/runs/<task>-<method>-<model>-...)."),
     checkpoint: Optional[Path] = typer.Option(None, help="A training run folder: evaluate its trained policy."),
+    checkpoint_select: Optional[str] = typer.Option(
+        None, "--checkpoint-select", metavar="best|last|step-N",
+        help="Which checkpoint of the run: best (highest mean training reward r1 + r2 of the steps before it), "
+             "last, or step-N (default: what the method's paper does: best for score, else last)."),
 ) -> None:
     """Roll out K-attempt self-correction episodes and print Acc@t1, Acc@t2, Δ, Δi→c, Δc→i.
 
@@ -287,7 +292,7 @@ def eval_command(
     from harness.report import metrics_table
 
     config = EvalConfig(task=task, method=method, model=model, **rollout_settings(rollout, data_dir, out),
-                        checkpoint=str(checkpoint) if checkpoint else None)
+                        checkpoint=str(checkpoint) if checkpoint else None, checkpoint_select=checkpoint_select)
     if checkpoint is not None and (checkpoint / "config.yaml").is_file():
         from harness.store import read_run_config
 
@@ -295,12 +300,18 @@ def eval_command(
         config.model = trained.get("model", model)  # the trained policy's base model comes from the run
         if method == "base":  # label (and prompt) the run as the method that trained it
             config.method = method = trained.get("method", method)
+    from harness.method import feedback_label
+
+    label = feedback_label(method, config.feedback)  # `rrr (oracle)` under the verifier's protocol
     with progress_bar() as bar:
-        result = evaluate(config, eval_progress(bar, f"{task} · {method} · {model}"))
+        result = evaluate(config, eval_progress(bar, f"{task} · {label} · {model}"))
     title = f"{task} ({config.split}) · {model} · {config.turns} turns (%, 95% CI)"
-    console.print(metrics_table({method: result.metrics}, title=title))
+    console.print(metrics_table({label: result.metrics}, title=title))
     note = "all from the store" if result.generated_now == 0 else f"{result.generated_now} generated now"
     console.print(f"{result.metrics.n} problems ({note}), {result.tokens_per_problem:.0f} generated tokens per problem")
+    if config.checkpoint:
+        console.print(f"evaluated {Path(config.checkpoint) / 'checkpoints' / str(config.checkpoint_step)} "
+                      f"(--checkpoint-select {config.checkpoint_select})", highlight=False, soft_wrap=True)
     console.print(f"run written to {result.run_dir}")
 
 
@@ -338,7 +349,12 @@ def compare_command(
     data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder."),
     results_dir: Path = typer.Option(Path("results"), help="Root of runs/ and compare/."),
     out: Optional[Path] = typer.Option(None, help="Comparison folder (default: RESULTS_DIR/compare/<task>-<id>)."),
-    reported: bool = typer.Option(False, "--reported", help="Add the papers' numbers (SCoRe Tab. 2, A2C Tab. IV)."),
+    reported: bool = typer.Option(False, "--reported", help="Add the papers' numbers reported for this task under "
+                                                            "this --feedback protocol (e.g. SCoRe Tab. 2 for math500)."),
+    checkpoint_select: Optional[str] = typer.Option(
+        None, "--checkpoint-select", metavar="best|last|step-N",
+        help="Which checkpoint of each --checkpoints run: best (highest mean training reward r1 + r2 of the steps "
+             "before it), last, or step-N (default: what the method's paper does: best for score, else last)."),
 ) -> None:
     """Evaluate methods on the same problems, seeds and sampling settings; write tables (md, csv, tex) and plots.
 
@@ -349,7 +365,7 @@ def compare_command(
 
     config = CompareConfig(task=task, model=model, **rollout_settings(rollout, data_dir, out), results_dir=str(results_dir),
                            methods=_split_list([methods]) if methods is not None else None,
-                           checkpoints=_split_list(checkpoints), reported=reported)
+                           checkpoints=_split_list(checkpoints), reported=reported, checkpoint_select=checkpoint_select)
     prepared = plan(config)  # every check before any work: a bad input writes nothing
     with progress_bar() as bar:
         result = run_compare(prepared, lambda row: eval_progress(bar, f"{task} · {row.label} · {row.eval.model}"))

@@ -31,6 +31,15 @@ class CompareConfig(RolloutSettings):
     methods: list[str] | None = None  # None: every registered training-free method
     checkpoints: list[str] = field(default_factory=list)  # training-run folders of trained methods
     reported: bool = False  # add the papers' numbers (harness.reported) as rows
+    # Which checkpoint of each --checkpoints run: best | last | step-N (None: each method's default,
+    # Method.checkpoint_select); a trained row's label names it, e.g. `score (best: step-12)`.
+    checkpoint_select: str | None = None
+
+    def settings(self) -> dict[str, Any]:
+        found = super().settings()
+        if found.get("checkpoint_select") is None:  # comparisons without it keep their compare.json
+            found.pop("checkpoint_select", None)
+        return found
 
     def identity(self) -> dict[str, Any]:
         settings = self.settings()
@@ -39,6 +48,10 @@ class CompareConfig(RolloutSettings):
 
         if resolve_backend(self.backend, self.device) == "vllm":  # hf comparisons keep their folders
             found["backend"] = "vllm"
+        if self.feedback != "none":  # intrinsic comparisons keep the ids they had before --feedback
+            found["feedback"] = self.feedback
+        if self.checkpoint_select is not None:  # absent when each method's default applies: ids kept
+            found["checkpoint_select"] = self.checkpoint_select
         return found
 
     def compare_id(self) -> str:
@@ -87,8 +100,7 @@ def _trained_run(path: str, model: str) -> tuple[str, str]:
 def plan(config: CompareConfig) -> Plan:
     """Check everything a comparison needs, before any work: raises HarnessError, writes nothing."""
     from harness.config import check_fields
-    from harness.method import METHODS
-    from harness.store import RunStore
+    from harness.method import METHODS, feedback_label
     from harness.task import get_task
 
     check_fields(config, "--")  # set by the CLI options of compare
@@ -96,6 +108,12 @@ def plan(config: CompareConfig) -> Plan:
     task = get_task(config.task)
     if config.split not in task.splits:
         raise HarnessError(f"task {config.task!r} has no split {config.split!r}; splits: {', '.join(task.splits)}")
+    if config.checkpoint_select is not None:
+        from harness.checkpoint import parse_selection
+
+        config.checkpoint_select = parse_selection(config.checkpoint_select)  # one line before any work
+        if not config.checkpoints:
+            raise HarnessError("--checkpoint-select chooses among the checkpoints of --checkpoints runs; none given")
     config.checkpoints = [os.path.normpath(c) for c in config.checkpoints]
     if len(set(config.checkpoints)) != len(config.checkpoints):
         raise HarnessError("--checkpoints names a folder twice")
@@ -115,12 +133,14 @@ def plan(config: CompareConfig) -> Plan:
     shared = {f.name: getattr(config, f.name) for f in fields(RolloutSettings) if f.name != "out"}
     rows: list[PlannedRow] = []
     for name in order:
+        # Rows evaluated with the verifier's signal say so: `rrr (oracle)`; intrinsic rows keep plain labels.
         if not runs_of.get(name):
-            rows.append(PlannedRow(name, name, EvalConfig(method=name, **shared)))
+            rows.append(PlannedRow(feedback_label(name, config.feedback), name, EvalConfig(method=name, **shared)))
             continue
         for run in runs_of[name]:
             label = name if len(runs_of[name]) == 1 else f"{name} ({Path(run).name})"
-            rows.append(PlannedRow(label, name, EvalConfig(method=name, checkpoint=run, **shared), run))
+            rows.append(PlannedRow(feedback_label(label, config.feedback), name,
+                                   EvalConfig(method=name, checkpoint=run, **shared), run))
     if not rows:
         raise HarnessError("nothing to compare: give --methods or --checkpoints")
     labels = [row.label for row in rows]
@@ -128,9 +148,15 @@ def plan(config: CompareConfig) -> Plan:
         twice = next(label for label in labels if labels.count(label) > 1)
         raise HarnessError(f"two rows would both be labelled {twice!r}: give the training runs distinct folder names")
     for row in rows:
+        if row.checkpoint is not None:
+            row.eval.checkpoint_select = config.checkpoint_select
         row.eval.validate()
+        if row.checkpoint is not None:  # the row names the checkpoint it evaluates: `score (best: step-12)`
+            from harness.checkpoint import selection_label
+
+            row.label = f"{row.label} ({selection_label(row.eval.checkpoint_select, row.eval.checkpoint_step)})"
         # A run folder that exists must hold the same settings (evaluate() would refuse it mid-way).
-        RunStore(row.eval.run_dir()).check_config(row.eval.identity(), "delete it")
+        row.eval.check_folder("delete it")
     folder = config.folder()
     if folder.exists() and not folder.is_dir():
         raise HarnessError(f"{folder}: exists and is not a folder")
@@ -180,6 +206,8 @@ def run_compare(prepared: Plan, progress: Callable[[PlannedRow], Callable[..., A
         "rows": [{"label": row.label, "method": row.method, "model": row.eval.model,
                   "trained": row.checkpoint is not None,
                   "checkpoint": _relative(Path(row.checkpoint), folder) if row.checkpoint else None,
+                  **({"checkpoint_step": row.eval.checkpoint_step, "checkpoint_select": row.eval.checkpoint_select}
+                     if row.checkpoint else {}),
                   "run_dir": _relative(run_dirs[row.label], folder)} for row in prepared.rows],
     }
     outputs = write_compare_outputs(folder, spec)  # tables and plots, from the stored samples

@@ -9,9 +9,9 @@ from typing import Any, Callable
 from harness.config import DTYPE_HELP, DTYPES, check_device, check_fields, setting
 from harness.data import local_data_files
 from harness.diagnostics import model_parameters
-from harness.errors import HarnessError
+from harness.errors import HarnessError, warn
 from harness.manifest import build_manifest
-from harness.method import get_method
+from harness.method import FEEDBACKS, get_method, with_feedback
 from harness.metrics import TurnMetrics, score_samples
 from harness.rollout.backend import BACKENDS, resolve_backend
 from harness.sampling import Sampling, flatten
@@ -20,7 +20,8 @@ from harness.task import get_task
 
 # Settings that do not change what a problem's episode is; a rerun that differs only in these
 # resumes the same run (e.g. a larger --limit extends it).
-NOT_IDENTITY = {"limit", "batch_size", "out", "data_dir", "device", "results_dir", "backend"}
+# checkpoint_select is not one: checkpoint_step names the checkpoint it chose.
+NOT_IDENTITY = {"limit", "batch_size", "out", "data_dir", "device", "results_dir", "backend", "checkpoint_select"}
 
 
 @dataclass
@@ -33,6 +34,12 @@ class RolloutSettings:
     model: str = setting("embedded", check=lambda m: None if m.strip() else "must not be empty")
     limit: int | None = setting(None, ge=1, help="Only the first N problems (default: all).")
     turns: int = setting(2, ge=2, help="Attempts per problem (K >= 2).")  # self-correction needs a second attempt
+    # Part of a run's identity only when not "none": intrinsic runs keep the ids they had before it.
+    feedback: str = setting("none", choices=FEEDBACKS,
+                            help="Evaluation protocol. none: intrinsic self-correction, every attempt gets another "
+                                 "turn with no verifier signal (SCoRe's protocol). oracle: the grader is the "
+                                 "verifier, as in RRR: a correct attempt ends the episode, the request after a "
+                                 "wrong one says it was wrong.")
     seed: int = setting(0, ge=0, lt=2**32, help="Sampling seed (in a comparison, the same for every method).")
     batch_size: int = setting(0, ge=0, help="Rows decoded at once (0: as many as free memory allows).")
     sampling: Sampling = field(default_factory=Sampling)  # its fields are options too
@@ -55,12 +62,23 @@ class EvalConfig(RolloutSettings):
     system_prompt: str | None = None
     correction_instruction: str | None = None
     checkpoint: str | None = None  # a training run folder: evaluate its trained policy
-    checkpoint_step: str | None = None  # its latest checkpoint (set by validate): a later one is another run
+    checkpoint_step: str | None = None  # the checkpoint evaluated (set by validate): another one is another run
+    # Which checkpoint: best | last | step-N (None: the trained method's default, Method.checkpoint_select);
+    # validate sets checkpoint_step to the one chosen and this to the rule applied.
+    checkpoint_select: str | None = None
+
+    def settings(self) -> dict[str, Any]:
+        found = super().settings()
+        if found.get("checkpoint_select") is None:  # runs of the base model keep their config.yaml
+            found.pop("checkpoint_select", None)
+        return found
 
     def identity(self) -> dict[str, Any]:
         found = {k: v for k, v in self.settings().items() if k not in NOT_IDENTITY}
         if found["checkpoint_step"] is None:  # absent, not None: runs of the base model keep their ids
             del found["checkpoint_step"]
+        if found["feedback"] == "none":  # absent: intrinsic runs keep the ids they had before --feedback
+            del found["feedback"]
         if self.rollout_backend() == "vllm":  # hf runs keep the ids they had before backends
             found["backend"] = "vllm"
         return found
@@ -76,7 +94,19 @@ class EvalConfig(RolloutSettings):
             return Path(self.out)
         digest = run_hash(self.identity())
         model = Path(self.checkpoint).name if self.checkpoint else Path(self.model).name if "/" in self.model else self.model
-        return Path(self.results_dir) / "runs" / f"{self.task}-{self.method}-{model}-t{self.turns}-{digest}"
+        protocol = "" if self.feedback == "none" else f"-{self.feedback}"  # e.g. ...-t2-oracle-<hash>
+        return Path(self.results_dir) / "runs" / f"{self.task}-{self.method}-{model}-t{self.turns}{protocol}-{digest}"
+
+    def check_folder(self, hint: str = "choose another --out or delete it") -> None:
+        """Refuse (one line) a run folder holding another run, its protocol included: an intrinsic run's
+        identity leaves feedback out (old ids), so a folder of an oracle run is checked for it here."""
+        from harness.config import read_yaml
+
+        store = RunStore(self.run_dir())
+        store.check_config(self.identity(), hint)
+        path = store.root / "config.yaml"
+        if path.is_file() and read_yaml(path).get("feedback", "none") != self.feedback:
+            raise HarnessError(f"{store.root} holds a run with other settings (feedback); {hint}")
 
     def validate(self) -> None:
         """Every setting, the task and split, the method and the checkpoint folder; writes nothing."""
@@ -89,11 +119,22 @@ class EvalConfig(RolloutSettings):
         # vllm asked for but not installed: one line
         if self.rollout_backend() == "vllm" and self.checkpoint:
             raise HarnessError("--backend vllm does not evaluate training checkpoints yet; use --backend hf")
+        if self.checkpoint_select is not None and not self.checkpoint:
+            raise HarnessError("--checkpoint-select needs --checkpoint (a training run folder)")
         if self.checkpoint:
-            from harness.checkpoint import require_checkpoint
+            from harness.checkpoint import check_run_folder, choose_checkpoint, parse_selection
+            from harness.method import METHODS
 
-            self.checkpoint_step = require_checkpoint(Path(self.checkpoint), say_fallback=True).name
-            read_run_config(Path(self.checkpoint))  # names its method and model
+            run = Path(self.checkpoint)
+            asked = parse_selection(self.checkpoint_select) if self.checkpoint_select is not None else None
+            check_run_folder(run)
+            how = asked or METHODS.get(read_run_config(run)["method"]).checkpoint_select  # its paper's choice
+            folder, self.checkpoint_select = choose_checkpoint(run, how, say_fallback=True)
+            if how == "best" and self.checkpoint_select != "best" and asked is not None:
+                warn(f"{run}: no intact checkpoint records a training reward (an SFT method, or a run from before "
+                     f"rewards were recorded); using the last one, {folder.name}")
+            self.checkpoint_step = folder.name
+            read_run_config(run)  # names its method and model
 
 
 @dataclass
@@ -113,13 +154,13 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
     # Every input is checked (settings, data, stored run, model) before anything is written.
     config.validate()  # a checkpoint folder without a checkpoint fails here, before any work
     task = get_task(config.task)
-    method = get_method(config.method, system_prompt=config.system_prompt,
-                        correction_instruction=config.correction_instruction)
+    method = with_feedback(get_method(config.method, system_prompt=config.system_prompt,
+                                      correction_instruction=config.correction_instruction), config.feedback)
     items = task.load(config.split, config.data_dir)[: config.limit]
     if not items:
         raise HarnessError(f"{config.task} {config.split}: no problems to evaluate")
     store = RunStore(config.run_dir())
-    store.check_config(config.identity())
+    config.check_folder()
     stored = store.load_samples()
     todo = [item for item in items if item.id not in stored]
     done = [stored[item.id] for item in items if item.id in stored]
@@ -129,7 +170,7 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
         if config.checkpoint:
             from harness.models import load_trained_policy
 
-            loaded = load_trained_policy(Path(config.checkpoint), config.dtype, config.device)
+            loaded = load_trained_policy(Path(config.checkpoint), config.dtype, config.device, config.checkpoint_step)
         else:
             loaded = load_for_backend(backend, config.model, config.dtype, config.device)
     store.write_config(config.settings(), config.identity())

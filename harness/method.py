@@ -4,13 +4,17 @@
 The core's default is SCoRe's intrinsic self-correction: attempt k+1 is generated on the conversation
 [prompt, attempt k, correction instruction]. A method that needs intermediate generations (feedback,
 a reflection) returns them as non-attempt requests; only attempts are graded.
+
+Evaluation may wrap a method in a protocol (`with_feedback`, `harness eval --feedback oracle`): the
+grader's verdict on each attempt then stops the episode or is told to the model. Methods never see it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from harness.errors import HarnessError
 from harness.prompts import SCORE_CORRECTION
 from harness.registry import Registry
 from harness.task import Item, Message, Task
@@ -32,6 +36,9 @@ class Method:
     # A trained method's objective class (an RLObjective or SFTObjective subclass); None: prompting only.
     objective: ClassVar[type | None] = None
     kind: ClassVar[str] = "prompting"  # derived from `objective`: prompting | rl | sft
+    # Which checkpoint of a training run `eval`/`compare` use unless --checkpoint-select says otherwise:
+    # what the method's paper does (best: highest recorded training reward; last: the final one).
+    checkpoint_select: ClassVar[str] = "last"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -62,6 +69,59 @@ class Method:
 
     def instruction_for(self, task: Task) -> str:
         return self.correction_instruction or task.correction_instruction or SCORE_CORRECTION
+
+
+# Evaluation protocols (`--feedback`). "none": intrinsic self-correction, the model always gets its next
+# turn with no verifier signal (SCoRe's protocol, the default). "oracle": the task's grader is the
+# verifier, as in RRR's evaluation (Bensal et al., 2025): a correct attempt ends the episode, and the
+# first request after a wrong one says it was wrong.
+FEEDBACKS = ("none", "oracle")
+WRONG_ANSWER = "Your previous answer is incorrect."
+
+
+def feedback_label(label: str, feedback: str) -> str:
+    """A table row's label under a protocol: intrinsic rows keep their plain labels, `rrr (oracle)`."""
+    return label if feedback == "none" else f"{label} ({feedback})"
+
+
+class OracleFeedback:
+    """A method under the oracle protocol: the grader's verdict on each attempt decides whether the
+    episode goes on, and a wrong verdict is said at the start of the next request's last user message
+    (for methods with an auxiliary step, the reflection or feedback request). The wrapped method never
+    knows; everything else (first request, name, options) is the method's own."""
+
+    def __init__(self, method: Method):
+        self.method = method
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "method":  # not set yet (copy, unpickling): no endless lookup
+            raise AttributeError(name)
+        return getattr(self.method, name)
+
+    def first_request(self, task: Task, item: Item) -> Request:
+        return self.method.first_request(task, item)
+
+    def next_request(self, task: Task, item: Item, episode: "Episode") -> Request | None:
+        last = episode.steps[-1]
+        graded = last.kind == "attempt" and last.grade is not None
+        if graded and last.grade.correct:
+            return None  # verified: this attempt stands for the remaining turns
+        request = self.method.next_request(task, item, episode)
+        if request is None or not graded:
+            return request
+        messages = [dict(m) for m in request.messages]
+        turn = next(i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user")
+        messages[turn]["content"] = f"{WRONG_ANSWER} {messages[turn]['content']}"
+        return replace(request, messages=messages)
+
+
+def with_feedback(method: Method, feedback: str) -> Method:
+    """`method` under the evaluation protocol `feedback` (one of FEEDBACKS)."""
+    if feedback == "none":
+        return method
+    if feedback == "oracle":
+        return OracleFeedback(method)  # type: ignore[return-value]  (a Method in every way the driver uses)
+    raise HarnessError(f"unknown feedback {feedback!r}; choose from: {', '.join(FEEDBACKS)}")
 
 
 METHODS: Registry[type[Method]] = Registry("method", "harness.methods")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from harness.diagnostics import Compute, RowDiagnostics, budget_note
+from harness.method import feedback_label
 from harness.metrics import TurnMetrics
 from harness.reported import ReportedRow
 
@@ -28,6 +29,7 @@ class TableRow:
     diagnostics: RowDiagnostics | None = None  # measured rows: edit ratios, answer changes, transitions
     compute: Compute | None = None  # measured rows: tokens, seconds, FLOPs
     p_vs_base: float | None = None  # exact McNemar p of Acc@t2 against the `base` row
+    flagged: tuple[str, ...] = ()  # statistic keys whose printed value is marked † (see INCONSISTENT_NOTE)
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,13 @@ def measured_row(label: str, metrics: TurnMetrics, tokens_per_problem: float,
 
 def reported_row(row: ReportedRow) -> TableRow:
     values = {"acc_t1": row.acc_t1, "acc_t2": row.acc_t2, "delta": row.delta, "i_to_c": row.i_to_c, "c_to_i": row.c_to_i}
-    return TableRow(f"{row.label} (reported, {row.short_source})", "reported",
-                    {k: (v, None, None) for k, v in values.items() if v is not None}, source=row.short_source)
+    return TableRow(f"{feedback_label(row.label, row.protocol)} (reported, {row.short_source})", "reported",
+                    {k: (v, None, None) for k, v in values.items() if v is not None}, source=row.short_source,
+                    flagged=("delta",) if row.inconsistent else ())
+
+
+MARK = "†"
+INCONSISTENT_NOTE = f"{MARK} Δ ≠ Δi→c − Δc→i as printed in the source."
 
 
 @dataclass(frozen=True)
@@ -114,8 +121,9 @@ DIAGNOSTICS_NOTE = (
     "length (0 = copied, 1 = all new), over all attempt pairs; i→c, c→i, c→c, i→i: problems by verdict at "
     "attempt 1 → attempt 2 (counts); p vs base: exact McNemar test of the row's Acc@t2 against base's on the "
     "same problems; tokens and seconds per problem (seconds: each step's share of its batched generation "
-    "round); FLOPs ≈ 2·N·(generated + prefill tokens) over all n problems, training ≈ 6·N·tokens in the "
-    "training run's log (rollout tokens, SFT target tokens); blank: N unknown.")
+    "round); FLOPs ≈ 2·N·(generated + prefill tokens) over all n problems; training FLOPs ≈ 6·N per token of the "
+    "updates' forward and backward passes (policy, critic) + 2·N per token of their forward-only pass "
+    "(reference), over whole sequences, prompts included (the training run's log); blank: N unknown.")
 
 
 def _number(x: float, signed: bool, minus: str) -> str:
@@ -133,6 +141,10 @@ def cell_text(cell: Cell | None, signed: bool, minus: str = "-") -> str:
     if low is not None and high is not None:
         text += f" [{_number(low, signed, minus)}, {_number(high, signed, minus)}]"
     return text
+
+
+def _marked(row: TableRow, column: Column, text: str, mark: str) -> str:
+    return text + mark if text and column.key in row.flagged else text
 
 
 def _p(row: TableRow) -> str:
@@ -154,12 +166,15 @@ def render_markdown(rows: list[TableRow], turns: int, caption: str, citations: l
     lines = [f"**{caption}**", "", "| " + " | ".join(header) + " |",
              "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|"]
     for row in rows:
-        cells = [row.label.replace("|", r"\|"), *(cell_text(row.cells.get(c.key), c.signed) for c in cols),
+        cells = [row.label.replace("|", r"\|"), *(_marked(row, c, cell_text(row.cells.get(c.key), c.signed), MARK)
+                                                   for c in cols),
                  "" if row.n is None else str(row.n), _p(row), _tokens(row)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", NOTE]
     for short, full in citations:
         lines.append(f"Reported ({short}): {full}.")
+    if any(row.flagged for row in rows):
+        lines.append(INCONSISTENT_NOTE)
     diagnosed = [row for row in rows if row.diagnostics is not None]
     if diagnosed:
         lines += ["", "**Diagnostics and compute**", "", "| " + " | ".join(c.markdown for c in DIAGNOSTICS) + " |",
@@ -212,13 +227,17 @@ def render_latex(rows: list[TableRow], turns: int, caption: str, label: str) -> 
 
     cols = columns(turns)
     header = ["Method", *(c.latex for c in cols), "$n$", "McNemar $p$", "Tokens"]
-    body = [[latex_escape(row.label), *(cell_text(row.cells.get(c.key), c.signed, minus="$-$") for c in cols),
+    body = [[latex_escape(row.label),
+             *(_marked(row, c, cell_text(row.cells.get(c.key), c.signed, minus="$-$"), r"$^\dagger$") for c in cols),
              "" if row.n is None else str(row.n), _p(row).replace("-", "$-$"), _tokens(row)] for row in rows]
     frame = pd.DataFrame(body, columns=header)
+    note = ""
+    if any(row.flagged for row in rows):
+        note = r" $^\dagger$ $\Delta \neq \Delta^{i\to c} - \Delta^{c\to i}$ as printed in the source."
     text = frame.style.hide(axis="index").to_latex(
         hrules=True, column_format="l" + "r" * (len(header) - 1), position="t", position_float="centering",
         caption=latex_escape(caption) + r". Accuracy in \%, 95\% paired bootstrap CI in brackets; "
-                                        r"McNemar $p$: attempt 1 vs.\ attempt 2.",
+                                        r"McNemar $p$: attempt 1 vs.\ attempt 2." + note,
         label=label)
     measured = sum(row.kind == "measured" for row in rows)
     if 0 < measured < len(rows):  # a rule between our numbers and the papers'
@@ -242,7 +261,8 @@ def _latex_diagnostics(rows: list[TableRow], label: str) -> str:
     caption = (r"Diagnostics and compute. Answer changed: \% of episodes whose final answer differs from attempt 1's; "
                r"median edit ratio between consecutive attempts (0 = copied); transition counts attempt 1 $\to$ 2; "
                r"$p$: exact McNemar test of Acc@t$_2$ against base; tokens and seconds per problem; "
-               r"FLOPs $\approx 2N$ per inference token, $6N$ per training token.")
+               r"FLOPs $\approx 2N$ per token of a forward pass, $6N$ per token of a forward and backward pass "
+               r"(training: whole sequences, prompts included).")
     if note:
         caption += " " + latex_escape(note)
     return frame.style.hide(axis="index").to_latex(

@@ -189,7 +189,8 @@ def test_missing_data_file(work):
 
 # ---- eval and compare: every rollout option -----------------------------------------------------------
 
-ROLLOUT_OPTIONS = {"limit", "turns", "seed", "batch_size", "max_new_tokens", "temperature", "top_p", "dtype", "device"}
+ROLLOUT_OPTIONS = {"limit", "turns", "seed", "batch_size", "max_new_tokens", "temperature", "top_p", "dtype", "device",
+                   "feedback"}
 
 
 def _rollout_cases() -> list[tuple[str, str]]:

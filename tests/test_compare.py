@@ -73,21 +73,16 @@ def test_compare_writes_tables_and_plots_and_report_reproduces_them(tmp_path, da
         assert_row_matches(row, [by_id[i] for i in spec["problem_ids"]], turns=2)
         assert stored["metrics"]["n"] == 8
 
-    # --reported: the papers' rows, labelled, without intervals or n
-    reported = [r for r in rows if r["kind"] == "reported"]
-    assert len(reported) == len(reported_rows("gsm8k")) == 13  # SCoRe Tab. 2 and 4, A2C Tab. IV; not the code rows
+    # --reported: no paper reported GSM8K, so no reported rows and no citations (issue 21; the papers' rows
+    # on the tasks they reported, and how they render, are in tests/test_reported.py)
+    assert [r for r in rows if r["kind"] == "reported"] == [] and reported_rows("gsm8k") == []
     assert len(REPORTED) == 21
-    score = next(r for r in reported if r["method"].startswith("SCoRe (reported"))
-    assert (score["acc_t1_pct"], score["acc_t2_pct"], score["delta_pct"], score["i_to_c_pct"], score["c_to_i_pct"]) == \
-        ("60", "64.4", "4.4", "5.8", "1.4")
-    assert score["acc_t1_low_pct"] == score["n"] == ""
     markdown = (folder / "table.md").read_text()
-    assert "| Base (reported, SCoRe Tab. 2, MATH500) | 52.6 | 41.4 | -11.2 | 4.6 | 15.8 |  |  |  |" in markdown
-    assert "| A2C, Gemma 2 2B (reported, A2C Tab. IV) | 39.0 | 42.2 | +3.2 | 6.2 | 0.3 |" in markdown
-    assert "| base | 0.0 [0.0, 0.0] |" in markdown and "arXiv:2409.12917" in markdown
+    assert "(reported" not in markdown and "arXiv:2409.12917" not in markdown
+    assert "| base | 0.0 [0.0, 0.0] |" in markdown
     tex = (folder / "table.tex").read_text()
     accuracy_table, diagnostics_table = tex.split(r"\end{table}")[:2]
-    assert r"\toprule" in tex and r"\bottomrule" in tex and accuracy_table.count(r"\midrule") == 2 and "$-$11.2" in tex
+    assert r"\toprule" in tex and r"\bottomrule" in tex and accuracy_table.count(r"\midrule") == 1
     assert "Diagnostics and compute" in diagnostics_table and diagnostics_table.count(r"\midrule") == 1
 
     # compute: N recorded in each run's manifest at generation time; FLOPs = 2·N·(generated + prefill)
@@ -154,8 +149,9 @@ def test_plan_labels_trained_rows_by_their_method(tmp_path, data_dir):
     config = CompareConfig(methods=["base", "score"], checkpoints=[str(trained)], model="tiny-random",
                            limit=3, data_dir=str(data_dir), results_dir=str(tmp_path / "results"))
     prepared = plan(config)
+    # The trained row names its checkpoint: score's default is best, which is the last one here (no reward recorded).
     assert [(r.label, r.method, r.checkpoint) for r in prepared.rows] == [("base", "base", None),
-                                                                           ("score", "score", str(trained))]
+                                                                           ("score (last: step-2)", "score", str(trained))]
     assert prepared.rows[1].eval.checkpoint == str(trained) and prepared.rows[1].eval.model == "tiny-random"
     assert prepared.problem_ids == ["gsm8k/test/0", "gsm8k/test/1", "gsm8k/test/2"]
     other = CompareConfig(methods=["base"], checkpoints=[str(trained)], model="embedded", data_dir=str(data_dir))
