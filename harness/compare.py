@@ -44,6 +44,8 @@ class CompareConfig(RolloutSettings):
     def identity(self) -> dict[str, Any]:
         settings = self.settings()
         found = {key: settings[key] for key in IDENTITY}
+        if "auto_dtype" in settings:  # auto means bf16 here (see RolloutSettings.settings)
+            found["auto_dtype"] = settings["auto_dtype"]
         from harness.rollout.backend import resolve_backend
 
         if resolve_backend(self.backend, self.device) == "vllm":  # hf comparisons keep their folders

@@ -52,8 +52,17 @@ class RolloutSettings:
     results_dir: str = "results"
 
     def settings(self) -> dict[str, Any]:
-        """Every setting, flat (sampling's at the top level): what config.yaml and the manifest hold."""
-        return flatten(asdict(self))
+        """Every setting, flat (sampling's at the top level): what config.yaml and the manifest hold.
+        `auto_dtype: bfloat16` is added where `--dtype auto` means bf16 on this machine (a GPU, or a CPU with
+        native bf16): such a run is not the float32 run of the same settings elsewhere, and is never resumed
+        as one; where auto means float32 nothing is added, so those runs keep their ids."""
+        found = flatten(asdict(self))
+        if self.dtype == "auto":
+            from harness.models import auto_bf16, pick_device
+
+            if auto_bf16(pick_device(self.device)):
+                found["auto_dtype"] = "bfloat16"
+        return found
 
 
 @dataclass
@@ -98,15 +107,23 @@ class EvalConfig(RolloutSettings):
         return Path(self.results_dir) / "runs" / f"{self.task}-{self.method}-{model}-t{self.turns}{protocol}-{digest}"
 
     def check_folder(self, hint: str = "choose another --out or delete it") -> None:
-        """Refuse (one line) a run folder holding another run, its protocol included: an intrinsic run's
-        identity leaves feedback out (old ids), so a folder of an oracle run is checked for it here."""
+        """Refuse (one line) a run folder holding another run, its protocol and what `--dtype auto` meant
+        included: identities leave those out where they have their old values (old ids), so a folder of an
+        oracle or a bf16 run is checked for them here."""
         from harness.config import read_yaml
 
         store = RunStore(self.run_dir())
         store.check_config(self.identity(), hint)
         path = store.root / "config.yaml"
-        if path.is_file() and read_yaml(path).get("feedback", "none") != self.feedback:
+        if not path.is_file():
+            return
+        stored = read_yaml(path)
+        if stored.get("feedback", "none") != self.feedback:
             raise HarnessError(f"{store.root} holds a run with other settings (feedback); {hint}")
+        # A run whose `auto` meant bf16 where it started is not continued where auto means float32.
+        if stored.get("auto_dtype") != self.settings().get("auto_dtype"):
+            raise HarnessError(f"{store.root} holds a run with other settings (auto_dtype: --dtype auto meant "
+                               f"{stored.get('auto_dtype') or 'float32'} there); {hint}")
 
     def validate(self) -> None:
         """Every setting, the task and split, the method and the checkpoint folder; writes nothing."""
