@@ -1,6 +1,8 @@
 # The two commands of the README. Each creates .venv when missing and installs what it needs.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Where the llama-cpp-python wheel built for this CPU is kept (keyed by the CPU's flags).
+LLAMA_WHEELS ?= $(HOME)/.cache/selfcorrect-harness/wheels/$(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | md5sum | cut -c1-12)
 # Offline data beside the checkout (../shared/data) unless the caller points elsewhere.
 export HARNESS_DATA_DIR ?= $(abspath ../shared/data)
 
@@ -13,7 +15,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned to the CPU build on this disk; a range alone would fetch a CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,embedded,lm-eval]'
+	# llama-cpp-python: PyPI has only its source, compiled for this CPU's instruction set (about 7 minutes
+	# on 2 cores). The wheel is kept per CPU kind, never reused on a CPU that may lack those instructions.
+	test -n "$$(ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl 2>/dev/null)" || \
+		$(PY) -m pip wheel -q --no-deps --no-cache-dir -w $(LLAMA_WHEELS) llama-cpp-python==0.3.36
+	$(PY) -m pip install -q $(LLAMA_WHEELS)/llama_cpp_python-*.whl
+	$(PY) -m pip install -q -e '.[dev,embedded,lm-eval,llamacpp]'
 	touch $@
 
 # The main job: `base` against `self-refine` with the embedded model on 20 GSM8K test problems (2 turns,

@@ -48,8 +48,9 @@ class CompareConfig(RolloutSettings):
             found["auto_dtype"] = settings["auto_dtype"]
         from harness.rollout.backend import resolve_backend
 
-        if resolve_backend(self.backend, self.device) == "vllm":  # hf comparisons keep their folders
-            found["backend"] = "vllm"
+        backend = resolve_backend(self.backend, self.device, self.model)
+        if backend in ("vllm", "llamacpp"):  # hf comparisons keep their folders
+            found["backend"] = backend
         if self.feedback != "none":  # intrinsic comparisons keep the ids they had before --feedback
             found["feedback"] = self.feedback
         if self.checkpoint_select is not None:  # absent when each method's default applies: ids kept

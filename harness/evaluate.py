@@ -46,7 +46,8 @@ class RolloutSettings:
     dtype: str = setting("auto", choices=DTYPES, help=DTYPE_HELP)
     device: str = setting("auto", check=check_device, help="auto, cpu, cuda, cuda:1, mps.")
     backend: str = setting("auto", choices=BACKENDS,
-                           help="Generation backend: auto (vllm on a GPU where installed, else hf), hf (transformers), vllm.")
+                           help="Generation backend: auto (vllm on a GPU where installed, else hf), hf (transformers), "
+                                "vllm, llamacpp (llama.cpp on a GGUF of the model).")
     data_dir: str | None = None
     out: str | None = None
     results_dir: str = "results"
@@ -88,15 +89,15 @@ class EvalConfig(RolloutSettings):
             del found["checkpoint_step"]
         if found["feedback"] == "none":  # absent: intrinsic runs keep the ids they had before --feedback
             del found["feedback"]
-        if self.rollout_backend() == "vllm":  # hf runs keep the ids they had before backends
-            found["backend"] = "vllm"
+        if self.rollout_backend() in ("vllm", "llamacpp"):  # hf runs keep the ids they had before backends
+            found["backend"] = self.rollout_backend()
         return found
 
     def rollout_backend(self) -> str:
         """hf or vllm; auto never picks vllm for a training checkpoint (vllm does not load those yet)."""
         if self.backend == "auto" and self.checkpoint:
             return "hf"
-        return resolve_backend(self.backend, self.device)
+        return resolve_backend(self.backend, self.device, self.model)
 
     def run_dir(self) -> Path:
         if self.out:
@@ -134,8 +135,9 @@ class EvalConfig(RolloutSettings):
             raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")
         get_method(self.method)  # unknown method: one line
         # vllm asked for but not installed: one line
-        if self.rollout_backend() == "vllm" and self.checkpoint:
-            raise HarnessError("--backend vllm does not evaluate training checkpoints yet; use --backend hf")
+        if self.rollout_backend() in ("vllm", "llamacpp") and self.checkpoint:
+            raise HarnessError(f"--backend {self.rollout_backend()} does not evaluate training checkpoints yet; "
+                               "use --backend hf")
         if self.checkpoint_select is not None and not self.checkpoint:
             raise HarnessError("--checkpoint-select needs --checkpoint (a training run folder)")
         if self.checkpoint:

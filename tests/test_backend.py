@@ -22,14 +22,34 @@ BEFORE = {"gsm8k-base-embedded-t2-4412d4ac", "math500-self-refine-tiny-random-t3
 TRAIN_BEFORE = "train-score-gsm8k-embedded-96af203d"
 
 
-def test_auto_is_hf_without_vllm():
+def test_auto_is_hf_without_vllm_for_models_that_are_not_gguf():
     assert resolve_backend("auto", "cpu") == "hf"
-    assert resolve_backend("hf", "cpu") == "hf"
+    assert resolve_backend("auto", "cpu", "tiny-random") == "hf"
+    assert resolve_backend("hf", "cpu", "embedded") == "hf"
+
+
+@pytest.mark.parametrize("native_bf16, installed, model, expected", [
+    (False, True, "embedded", "llamacpp"),  # hf would run float32: llama.cpp on the GGUF as it ships
+    (False, True, "/models/q.gguf", "llamacpp"),
+    (True, True, "embedded", "hf"),  # bf16 native: hf in bf16 measured 2.1x llama.cpp here
+    (False, False, "embedded", "hf"),  # llama.cpp not installed
+    (False, True, "tiny-random", "hf"),  # not a GGUF: no conversion behind the user's back
+])
+def test_auto_on_cpu_picks_the_faster_backend(monkeypatch, native_bf16, installed, model, expected):
+    from harness import models
+    from harness.rollout import llamacpp_generator
+
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.delenv(models.BF16_AUTO_ENV, raising=False)
+    monkeypatch.setattr(llamacpp_generator, "llamacpp_installed", lambda: installed)
+    assert resolve_backend("auto", "cpu", model) == expected
 
 
 @pytest.mark.parametrize("backend", ["auto", "hf"])
 def test_hf_runs_keep_their_folders(backend):
-    configs = [EvalConfig(backend=backend),
+    # The embedded model's run under auto is a llama.cpp run where llama.cpp is installed (its own id):
+    # the hf identity is checked with --backend hf for it.
+    configs = [EvalConfig(backend="hf"),
                EvalConfig(task="math500", method="self-refine", model="tiny-random", turns=3, backend=backend)]
     assert {c.run_dir().name for c in configs} == BEFORE
     assert "backend" not in configs[0].identity()
