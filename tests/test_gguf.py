@@ -19,7 +19,8 @@ import torch
 
 gguf = pytest.importorskip("gguf", reason="the gguf package is not installed (the llamacpp extra)")
 
-from harness.gguf_export import convert_to_gguf, export_lora_gguf, gguf_for  # noqa: E402
+from harness.gguf_export import convert_to_gguf, gguf_for  # noqa: E402
+from harness.gguf_lora import export_lora_gguf  # noqa: E402
 from harness.models import tiny_model_dir  # noqa: E402
 
 PROMPTS = ["The answer is 42.", "<|im_start|>user\nWhat is 3 + 4?<|im_end|>\n<|im_start|>assistant\n",

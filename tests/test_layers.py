@@ -13,7 +13,7 @@ HARNESS = Path(__file__).resolve().parents[1] / "harness"
 LAYERS = [
     {"errors", "registry", "config", "sampling", "prompts", "data", "store", "metrics", "manifest", "task"},
     {"grading", "lora", "checkpoint", "method"},
-    {"models", "gguf_export"},
+    {"models", "gguf_export", "gguf_lora"},
     {"rollout", "diagnostics"},
     {"evaluate", "artifacts", "tables", "plots", "reported", "report", "regrade"},
     {"compare", "lmeval"},

@@ -149,7 +149,7 @@ def test_engine_logprobs_are_the_raw_log_softmax(tiny, items):
 
 
 def test_adapter_changes_outputs_and_base_comes_back(tiny, items, tmp_path):
-    from harness.gguf_export import export_lora_gguf
+    from harness.gguf_lora import export_lora_gguf
     from harness.lora import LoraSettings, attach_lora
 
     loaded, _ = tiny

@@ -20,12 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from harness.errors import HarnessError, Interrupted, warn
+from harness.errors import HarnessError, Interrupted
 from harness.method import Method, get_method
-from harness.metrics import statistics
 from harness.rollout import SamplingParams, run_episodes
 from harness.rollout.generator import seed_for
 from harness.rollout.episode import Episode
@@ -39,6 +37,7 @@ from harness.training.sequences import TokenLogprobs, build_sequences, update_to
 from harness.store import append_jsonl
 from harness.training.sft import SFTSchedule, cross_entropy, sft_batch
 from harness.training.stopping import StopOnSignal, StopRequested
+from harness.training.runlog import check_same_data, gather_mean, step_metrics, truncate_log
 
 
 @dataclass
@@ -363,15 +362,6 @@ def _split_by_group(groups: list[int], parts: int) -> list[list[int]]:
     return [[r for r, g in enumerate(groups) if g in set(chunk)] for chunk in chunks]
 
 
-def step_metrics(episodes: list[Episode]) -> dict[str, float]:
-    """The step's rewards as the paper tables measure them (harness.metrics), and its generated tokens."""
-    if not episodes:
-        return {}
-    r1, r2, delta, i_to_c, c_to_i = statistics(np.array([e.correct[:2] for e in episodes], dtype=bool))
-    return {"r1": float(r1), "r2": float(r2), "delta": float(delta), "i_to_c": float(i_to_c), "c_to_i": float(c_to_i),
-            "tokens": float(sum(s.completion_tokens for e in episodes for s in e.steps))}
-
-
 def train(config: TrainConfig, resume: bool = False,
           progress: Callable[[int, int, dict[str, float]], None] | None = None, items: list[Item] | None = None) -> Path:
     """Train (or continue) a run; returns its folder. `progress(step, max_steps, logs)` after each step.
@@ -394,7 +384,7 @@ def train(config: TrainConfig, resume: bool = False,
     trainer = Trainer(config, run_dir, items)  # loads the data and the model: their errors come before any write
     accel = trainer.accelerator
     data_files = local_data_files(config.data_dir, trainer.task.data_files(config.split))
-    _check_same_data(run_dir, data_files)
+    check_same_data(run_dir, data_files)
     if accel.is_main_process:
         ckpt.clean_temp_folders(run_dir)
         ckpt.latest_checkpoint(run_dir, repair=True)  # damaged newer checkpoints are moved aside, with a warning
@@ -408,7 +398,7 @@ def train(config: TrainConfig, resume: bool = False,
             config.settings(), config.seed,
             {"spec": config.model, "id": trainer.loaded.model_id, "weights_sha256": trainer.loaded.weights_sha256},
             data_files))
-        _truncate_log(run_dir / "log.jsonl", trainer.step)
+        truncate_log(run_dir / "log.jsonl", trainer.step)
     if config.report_to:
         accel.init_trackers("train", config={k: str(v) for k, v in config.settings().items()})
     saved = trainer.step if found is not None else -1
@@ -440,7 +430,7 @@ def train(config: TrainConfig, resume: bool = False,
                 logs = trainer.sft_update(batch)
             else:
                 logs = trainer.update(episodes)
-                stats = _gather_mean(accel, {**step_metrics(episodes), **trainer.objective.rollout_logs()})
+                stats = gather_mean(accel, {**step_metrics(episodes), **trainer.objective.rollout_logs()})
             record = {"step": trainer.step, **stats, **logs, "rollout_s": rollout_s,
                       **update_tokens(trainer, batch if trainer.sft is not None else episodes, logs),
                       "step_s": time.perf_counter() - start, "lr": trainer.scheduler.get_last_lr()[0]}
@@ -474,48 +464,3 @@ def train(config: TrainConfig, resume: bool = False,
         raise Interrupted(f"stopped by {name} after step {trainer.step} of {trainer.total_steps()}, checkpoint saved; "
                           f"continue with: harness train --resume {run_dir}", 128 + stop.signal)
     return run_dir
-
-
-def _check_same_data(run_dir: Path, data_files: dict[str, str]) -> None:
-    """A resumed run must read the same data files (by sha256) as the run it continues."""
-    path = run_dir / "manifest.json"
-    if not path.is_file() or not data_files:
-        return
-    try:
-        before = json.loads(path.read_text(encoding="utf-8")).get("data_sha256") or {}
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return  # a damaged manifest is rewritten; the config check already matched the settings
-    changed = sorted(k for k, v in data_files.items() if k in before and before[k] != v)
-    if changed:
-        raise HarnessError(f"{run_dir}: the data changed since the run started ({', '.join(changed)} has another "
-                           "sha256); a resumed run needs the same data")
-
-
-def _gather_mean(accel, stats: dict[str, float]) -> dict[str, float]:
-    if accel.num_processes == 1:
-        return stats
-    values = torch.tensor(list(stats.values()), device=accel.device)
-    return dict(zip(stats, accel.reduce(values, "mean").tolist()))
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past the checkpoint a resumed run restarts from (they are redone), and lines a
-    killed write tore or the disk damaged (saying so in one line)."""
-    if not path.is_file():
-        return
-    from harness.store import BadLine, atomic_write_bytes, scan_jsonl
-
-    data = path.read_bytes()
-    lines, torn = scan_jsonl(data)
-    kept, damaged = [], 0
-    for _, raw, record in lines:
-        if isinstance(record, BadLine) or not isinstance(record.get("step"), (int, float)):
-            damaged += 1
-        elif record["step"] <= step:
-            kept.append(raw + b"\n")
-    if torn or damaged:
-        warn(f"{path}: cut {'a torn last line' if torn else ''}{' and ' if torn and damaged else ''}"
-             f"{f'{damaged} damaged line(s)' if damaged else ''}; the steps after checkpoint {step} are redone")
-    new = b"".join(kept)
-    if new != data:
-        atomic_write_bytes(path, new)
