@@ -40,7 +40,8 @@ def main() -> None:
         for backend, dtype in (("hf", "float32"), ("llamacpp", "auto")):
             loaded = load_for_backend(backend, args.model, dtype, "cpu")
             generator = make_generator(backend, loaded)
-            runs[f"{backend} ({loaded.dtype})"] = first_attempts(backend, task, method, items, generator, params, pool,
+            weights = generator.model_record()["gguf_type"] if backend == "llamacpp" else loaded.dtype
+            runs[f"{backend} ({weights})"] = first_attempts(backend, task, method, items, generator, params, pool,
                                                                f"({loaded.model_id})")
             del loaded, generator
     report(runs, f"GSM8K test, first {len(items)} problems, greedy, max_new_tokens {args.max_new_tokens}, "

@@ -2,13 +2,15 @@
 
 Workload (the speed issue's): the embedded model, the first 32 GSM8K test problems, greedy, at most 256
 new tokens.
-- plain `generate`: transformers `model.generate` on the 32 first-attempt prompts at batch 32, in the
-  default dtype (`--dtype auto`: bf16 on CPUs with native bf16, float32 elsewhere);
+- plain `generate`: transformers `model.generate` on the 32 first-attempt prompts at batch 32, in
+  transformers' default dtype (what `from_pretrained` gives without a dtype: the model's config dtype,
+  float32 for the embedded model's folder), and again in the harness's `auto` dtype (bf16 on CPUs with
+  native bf16) when that differs: a script written with `dtype=torch.bfloat16` on such a CPU;
 - raw llama.cpp: the same 32 prompts as 32 parallel sequences in one llama.cpp context on the model's
   GGUF, greedy, the loop a script on llama-cpp-python's low-level API would write;
 - `harness eval --turns 2`: both attempts of the same 32 problems through the harness (rollout driver,
   grading, store) with the backend asked for (default: auto).
-Prints the CPU and its flags, generated tokens/s of each and the ratios harness/plain and harness/raw.
+Prints the CPU and its flags, generated tokens/s of each and the ratio of the harness to each.
 
     python benchmarks/cpu_backends.py                     # all three, backend auto
     python benchmarks/cpu_backends.py --backend llamacpp  # the harness on llama.cpp
@@ -39,6 +41,14 @@ def cpu_line() -> str:
         pass
     shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
     return f"{name}, {os.cpu_count()} cores, flags: {' '.join(shown) or 'none of avx2/avx512/amx'}"
+
+
+def transformers_default_dtype(path) -> str:
+    """The dtype `from_pretrained(path)` loads in without a dtype argument (transformers 5: the config's)."""
+    from transformers import AutoConfig
+
+    dtype = getattr(AutoConfig.from_pretrained(path), "dtype", None) or torch.float32
+    return str(dtype).removeprefix("torch.")
 
 
 def plain_generate(loaded, prompts: list[list[int]], max_new_tokens: int, eos: list[int]) -> tuple[float, int]:
@@ -160,7 +170,14 @@ def main() -> None:
     print(f"workload: {args.model}, first {len(items)} GSM8K test problems, greedy, <= {args.max_new_tokens} new tokens")
     rows: dict[str, tuple[float, int]] = {}
     if "plain" not in skip:
-        rows[f"plain generate, batch {len(prompts)}, {loaded.dtype}"] = plain_generate(loaded, prompts, args.max_new_tokens, eos)
+        default = transformers_default_dtype(loaded.path)
+        if default != loaded.dtype:
+            rows[f"plain generate, batch {len(prompts)}, {loaded.dtype} (harness auto)"] = \
+                plain_generate(loaded, prompts, args.max_new_tokens, eos)
+            del loaded
+            loaded = load_model(args.model, default)
+        rows[f"plain generate, batch {len(prompts)}, {loaded.dtype} (transformers' default)"] = \
+            plain_generate(loaded, prompts, args.max_new_tokens, eos)
     del loaded
     if "raw" not in skip:
         gguf = gguf_for(args.model)
@@ -177,7 +194,7 @@ def main() -> None:
     if ours is not None:
         for name, value in speed.items():
             if not name.startswith("harness"):
-                print(f"harness / {name.split(',')[0]}: {ours / value:.2f}x")
+                print(f"harness / {name.split(' (')[0].split(', 32 seq')[0]}: {ours / value:.2f}x")
 
 
 if __name__ == "__main__":

@@ -421,7 +421,9 @@ def train_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig fields."),
     max_steps: Optional[int] = typer.Option(None, help="Optimizer steps."),
     seed: Optional[int] = typer.Option(None, help="Seed for data order, sampling and LoRA init."),
-    backend: Optional[str] = typer.Option(None, help="Rollout backend: auto (vllm on a GPU where installed), hf, vllm."),
+    backend: Optional[str] = typer.Option(None, help="Rollout backend: auto (vllm on a GPU where installed, else hf), "
+                                          "hf, vllm, llamacpp (LoRA; the quantized engine's samples are weighed "
+                                          "by truncated importance weights)."),
     sampling: dict = None,  # --max-new-tokens, --temperature, --top-p (default: the preset's, else 256, 1.0, 1.0)
     set_: list[str] = typer.Option([], "--set", help="Override any field: --set lr=1e-5 --set method_options.alpha=5."),
     data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder."),

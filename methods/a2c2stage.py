@@ -80,7 +80,7 @@ def a2c_loss(batch: RLBatch, values: torch.Tensor, opts: A2COptions, stage: int)
     adv, targets = advantages_and_targets(rewards, values, opts.gamma, bootstrap)
     masks, norm = batch.masks, batch.norm
     acting = [1] if stage == 1 else [0, 1]  # stage I: attempt 1 only held by the KL term
-    actor = sum(reinforce(batch.logp[t], masks[t], adv[t], norm) for t in acting)
+    actor = sum(reinforce(batch.logp[t], batch.pg_masks[t], adv[t], norm) for t in acting)
     entropy = sum(entropy_bonus(batch.entropy[t], masks[t], norm) for t in acting)
     kl = [kl_penalty(batch.logp[t], batch.ref_logp[t], masks[t], norm, opts.kl_estimator) for t in range(2)]
     kl_term = opts.beta1 * kl[0] if stage == 1 else opts.beta2 * (kl[0] + kl[1])

@@ -46,7 +46,7 @@ def rrr_loss(batch: RLBatch, opts: RRROptions) -> LossOutput:
     retry_reward = batch.rewards[1]
     adv = group_advantages(retry_reward, batch.groups, opts.scale_by_std)
     logp, mask = batch.logp[REFLECTION], batch.masks[REFLECTION]
-    pg = reinforce(logp, mask, adv, batch.norm)
+    pg = reinforce(logp, batch.pg_masks[REFLECTION], adv, batch.norm)
     kl = kl_penalty(logp, batch.ref_logp[REFLECTION], mask, batch.norm, opts.kl_estimator)
     loss = pg + opts.beta * kl
     return LossOutput(loss, {"loss": loss.item(), "pg_loss": pg.item(), "kl_reflection": kl.item(),

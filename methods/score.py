@@ -32,12 +32,13 @@ def score_loss(batch: RLBatch, opts: ScoreOptions, stage: int) -> LossOutput:
     kl1 = kl_penalty(lp1, ref1, m1, batch.norm, opts.kl_estimator)
     kl2 = kl_penalty(lp2, ref2, m2, batch.norm, opts.kl_estimator)
     if stage == 1:
-        pg = reinforce(lp2, m2, baseline_advantages(r2, batch.groups, opts.baseline), batch.norm)
+        pg = reinforce(lp2, batch.pg_masks[1], baseline_advantages(r2, batch.groups, opts.baseline), batch.norm)
         loss = pg + opts.beta2 * kl1 + opts.beta1 * kl2
     else:
         shaped = shaped_second_reward(r1, r2, opts.alpha)
-        pg = reinforce(lp1, m1, baseline_advantages(r1, batch.groups, opts.baseline), batch.norm) + \
-            reinforce(lp2, m2, baseline_advantages(shaped, batch.groups, opts.baseline), batch.norm)
+        w1, w2 = batch.pg_masks
+        pg = reinforce(lp1, w1, baseline_advantages(r1, batch.groups, opts.baseline), batch.norm) + \
+            reinforce(lp2, w2, baseline_advantages(shaped, batch.groups, opts.baseline), batch.norm)
         loss = pg + opts.beta1 * (kl1 + kl2)
     return LossOutput(loss, {"loss": loss.item(), "pg_loss": pg.item(), "kl1": kl1.item(), "kl2": kl2.item(),
                              "stage": float(stage)})

@@ -17,7 +17,6 @@ pytest.importorskip("llama_cpp")
 import torch  # noqa: E402
 
 from harness.method import get_method  # noqa: E402
-from harness.models import load_model  # noqa: E402
 from harness.rollout import EngineGenerator, SamplingParams, run_episodes  # noqa: E402
 from harness.task import get_task  # noqa: E402
 
@@ -25,17 +24,13 @@ from harness.task import get_task  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(loaded hf model with wide weights, its f32 GGUF path)."""
-    gguf_export = pytest.importorskip("harness.gguf_export", reason="harness.gguf_export (GGUF conversion) missing")
-    loaded = load_model("tiny-random", dtype="float32", device="cpu")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in loaded.model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.3)
+    from wide_models import save_wide_model
+
+    from harness.gguf_export import convert_to_gguf
+
     folder = tmp_path_factory.mktemp("tiny-wide")
-    loaded.model.save_pretrained(folder)
-    loaded.tokenizer.save_pretrained(folder)
-    gguf = gguf_export.convert_to_gguf(folder, folder / "model-f32.gguf", "f32")
+    loaded = save_wide_model("tiny-random", folder)
+    gguf = convert_to_gguf(folder, folder / "model-f32.gguf", "f32")
     return loaded, gguf
 
 
@@ -95,12 +90,50 @@ def test_greedy_episodes_equal_hf_engine_and_reuse_attempt_1(tiny, stop, items, 
     assert stats["cached_tokens"] >= attempt1 - len(items)
 
 
-def test_many_parallel_sequences_equal_one_at_a_time(tiny, stop, items):
+@pytest.mark.parametrize("unified", [False, True], ids=["stream-per-sequence", "unified-cache"])
+def test_many_parallel_sequences_equal_one_at_a_time(tiny, stop, items, unified):
     chats = [get_task("gsm8k").prompt(item) for item in items] * 2
     params = SamplingParams(max_new_tokens=24)
     one = _llama(tiny, stop, parallel=1).generate(chats, params)
-    many = _llama(tiny, stop, parallel=12).generate(chats, params)
+    many = _llama(tiny, stop, parallel=12, kv_unified=unified).generate(chats, params)
     assert [c.token_ids for (c,) in many] == [c.token_ids for (c,) in one]
+
+
+@pytest.mark.parametrize("unified", [False, True], ids=["stream-per-sequence", "unified-cache"])
+def test_prompts_sharing_part_of_a_held_sequence_reuse_its_cells(tiny, stop, items, unified):
+    """Two prompts that share only a prefix of a finished sequence: the first takes the sequence over
+    (its cells past the prefix dropped), the second copies the first's cells while it runs (across
+    streams llama.cpp copies whole sequences, then the tail is dropped). Both equal the hf engine."""
+    loaded, _ = tiny
+    llama = _llama(tiny, stop, parallel=4, kv_unified=unified)
+    ids = llama.encode(get_task("gsm8k").prompt(items[0]))
+    (first,) = _run(llama, [_job(0, ids)], SamplingParams(max_new_tokens=8))[0]
+    held = ids + list(first.token_ids)
+    cut = len(ids) + 3  # inside the sampled tokens: a partial match of the held sequence
+    prompts = [held[:cut] + [11, 12, 13], held[:cut] + [21, 22]]
+    out = _run(llama, [_job(k, p) for k, p in enumerate(prompts)], SamplingParams(max_new_tokens=8))
+    assert llama.last_stats["cached_tokens"] == 2 * cut
+    expected = [_hf_greedy(loaded, p, 8, _engine(tiny, stop).eos_ids()) for p in prompts]
+    assert [out[k][0].token_ids for k in range(2)] == expected
+
+
+def _run(generator, jobs, params) -> dict:
+    out = {}
+    generator.stream(jobs, params, lambda key, completions, seconds: out.setdefault(key, completions) and [])
+    return out
+
+
+def _hf_greedy(loaded, ids: list[int], n: int, eos: list[int]) -> tuple[int, ...]:
+    """Greedy tokens of the hf model after `ids`, up to n or an EOS (included, as the engines stop there)."""
+    tokens: list[int] = []
+    with torch.no_grad():
+        for _ in range(n):
+            logits = loaded.model(torch.tensor([ids + tokens])).logits[0, -1]
+            tokens.append(int(logits.argmax()))
+            if tokens[-1] in eos:
+                tokens.pop()
+                break
+    return tuple(tokens)
 
 
 def test_sampled_episodes_repeat_and_do_not_depend_on_the_batch(tiny, stop, items, pool):
@@ -206,3 +239,20 @@ def test_llamacpp_not_installed_is_one_line(monkeypatch):
     with pytest.raises(HarnessError, match=r"pip install 'selfcorrect-harness\[llamacpp\]'") as error:
         resolve_backend("llamacpp", "cpu")
     assert "\n" not in str(error.value)
+
+
+def test_eval_through_llamacpp_records_the_gguf_it_ran(tiny, data_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    _, gguf = tiny
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["eval", "--backend", "llamacpp", "--model", str(gguf.parent), "--limit", "2",
+                                      "--max-new-tokens", "6", "--data-dir", str(data_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output[-2000:]
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 2
+    model = json.loads((out / "manifest.json").read_text())["model"]
+    assert model["gguf"].endswith(".gguf") and "F32" in model["gguf_type"], model

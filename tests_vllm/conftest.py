@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,19 +32,10 @@ def pool():
 @pytest.fixture(scope="session")
 def wide_model(tmp_path_factory) -> Path:
     """tiny-random-s (head_dim 32: vLLM's CPU attention takes no less) with weights drawn wide enough
-    that greedy text varies by prompt and step (at the stored init every row repeats one token, which
-    would make any two backends agree), saved as a model folder both backends load."""
-    import torch
+    that greedy text varies by prompt and step, saved as a model folder both backends load."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from wide_models import save_wide_model
 
-    from harness.models import load_model
-
-    loaded = load_model("tiny-random-s", dtype="float32", device="cpu")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in loaded.model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.3)
     folder = tmp_path_factory.mktemp("wide-tiny-random-s")
-    loaded.model.save_pretrained(folder)
-    loaded.tokenizer.save_pretrained(folder)
+    save_wide_model("tiny-random-s", folder)
     return folder

@@ -17,7 +17,7 @@ from harness.training.policy import attach_lora
 
 @pytest.fixture(scope="module")
 def setup(wide_model, tmp_path_factory, data_dir):
-    from harness.training.vllm_rollouts import PolicyVLLMGenerator
+    from harness.training.policy_rollouts import PolicyVLLMGenerator
     from harness.rollout.vllm_generator import VLLMSettings
 
     loaded = load_model(str(wide_model), dtype="float32", device="cpu")

@@ -21,8 +21,9 @@ def resolve_backend(backend: str, device: str, model: str | None = None) -> str:
     `auto`: vLLM on a GPU where it is installed; on a CPU, llama.cpp where it is installed, the model is
     a GGUF already (the embedded model, a .gguf file: llama.cpp runs its quantized weights as they are)
     and `--dtype auto` means float32 here (no native bf16); else hf. Measured on one AMD EPYC with
-    AVX512-BF16 (README, Benchmarks): `harness eval --turns 2` at 79.8 generated tokens/s with hf in
-    bf16, 37.8 with llama.cpp; hf in float32 was 24.7. Where bf16 is native hf wins, elsewhere llama.cpp."""
+    AVX512-BF16 (README, Benchmarks): `harness eval --turns 2` at 97.8 generated tokens/s with hf in
+    bf16, 66.0 with llama.cpp; plain float32 `generate` at 41-45. Where bf16 is native hf wins,
+    elsewhere llama.cpp."""
     from harness.rollout.vllm_generator import require_vllm, vllm_installed
 
     if backend not in BACKENDS:

@@ -67,7 +67,8 @@ def run_episodes(
             request = pending[i]
             episodes[i].steps.append(Step(request.kind, request.messages, completion.text, completion.prompt_tokens,
                                           completion.completion_tokens, completion.finished, share,
-                                          prompt_ids=completion.prompt_ids, token_ids=completion.token_ids))
+                                          prompt_ids=completion.prompt_ids, token_ids=completion.token_ids,
+                                          engine_logprobs=completion.engine_logprobs))
             if request.kind == "attempt":
                 graded.append(i)
         grades = pool.grade(task, [episodes[i].item for i in graded], [episodes[i].steps[-1].text for i in graded])
@@ -108,7 +109,8 @@ def _stream(task, method, episodes, pending, generator, params, turns, pool, on_
         request, episode = requests.pop(i), episodes[i]
         episode.steps.append(Step(request.kind, request.messages, completion.text, completion.prompt_tokens,
                                   completion.completion_tokens, completion.finished, seconds,
-                                  prompt_ids=completion.prompt_ids, token_ids=completion.token_ids))
+                                  prompt_ids=completion.prompt_ids, token_ids=completion.token_ids,
+                                  engine_logprobs=completion.engine_logprobs))
         if request.kind == "attempt":
             (episode.steps[-1].grade,) = pool.grade(task, [episode.item], [completion.text])
         if on_tokens is not None:

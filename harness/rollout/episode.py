@@ -13,7 +13,7 @@ from typing import Any
 from harness.rollout.generator import Completion
 from harness.task import Grade, Item, Message
 
-IN_MEMORY_ONLY = ("prompt_ids", "token_ids")
+IN_MEMORY_ONLY = ("prompt_ids", "token_ids", "engine_logprobs")
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Step:
     # In memory only (not stored): the exact token streams, for training and token-level continuation.
     prompt_ids: tuple[int, ...] = field(default=(), repr=False)
     token_ids: tuple[int, ...] = field(default=(), repr=False)
+    engine_logprobs: tuple[float, ...] = field(default=(), repr=False)  # an engine backend's, per sampled token
 
     def conversation(self) -> list[Message]:
         """The messages this step answered, then its answer as the assistant turn."""

@@ -1,16 +1,23 @@
 """The llama.cpp backend behind the `Generator` protocol: the same chat template, token ids, seeds and
 EOS set as the transformers engine, on llama.cpp's CPU kernels (GGUF weights, f32 or quantized).
 
-Many sequences decode in ONE llama.cpp context with a unified KV cache: every step is one batched
-`llama_decode` holding one token per decoding sequence (each with its own seq_id, logits requested
-for it) plus prompt chunks of newly admitted jobs, up to `n_batch` tokens. A finished sequence's place
-goes to the next queued job at once; follow-up jobs (`on_done`'s return) go to the front of the queue.
+Many sequences decode in ONE llama.cpp context: every step is one batched `llama_decode` holding one
+token per decoding sequence (each with its own seq_id, logits requested for it) plus prompt chunks of
+newly admitted jobs, up to `n_batch` tokens. A finished sequence's place goes to the next queued job at
+once; follow-up jobs (`on_done`'s return) go to the front of the queue.
+
+The KV cache is split into one stream per sequence (llama.cpp's `kv_unified = false`, its default and
+what `llama-server --parallel` uses): a token attends over its own sequence's cells only. A unified cache
+shares one cell range among all sequences, and every token's attention then spans the cells of ALL of
+them (masked): with 32 sequences of ~500 tokens that is more work than the model's matmuls, and it is
+why the unified cache ran 2-turn episodes at 0.54x raw llama.cpp (measured, see the README).
 
 Prefix reuse: finished sequences stay in the cache (their tokens: prompt + sampled, the final sampled
-token excepted) until their cells or seq ids are needed, oldest first. A new prompt that shares a
-prefix with a held sequence (attempt k+1 = attempt k's prompt + sampled tokens + the correction
-instruction) copies that prefix's cells (`llama_memory_seq_cp`, metadata only in a unified cache) or
-takes the finished sequence over, and evaluates only the new tail. A job's samples share one prompt
+token excepted) until their stream is needed, oldest first. A new prompt that shares a prefix with a
+held sequence (attempt k+1 = attempt k's prompt + sampled tokens + the correction instruction) takes
+the finished sequence over (its cells past the shared prefix dropped), or, when the prefix belongs to
+a sequence still decoding, copies that sequence's stream (`llama_memory_seq_cp`, then the tail
+dropped); either way only the new tail is evaluated. A job's samples share one prompt
 evaluation. Changing the adapter clears the cache: keys and values computed under another adapter are
 never reused.
 
@@ -54,19 +61,34 @@ def require_llamacpp() -> None:
         raise HarnessError(f"--backend llamacpp needs llama-cpp-python: {INSTALL_HINT}")
 
 
+GGML_LOG_ERROR, GGML_LOG_CONT = 4, 5  # ggml's log levels (NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5)
+_log_state = {"callback": None, "printing": False}
+
+
 def _lib():
     require_llamacpp()
     import llama_cpp
 
-    try:  # llama.cpp logs every load and context to stderr: errors only
-        import logging
-
-        from llama_cpp import _logger
-
-        _logger.logger.setLevel(logging.ERROR)
-    except ImportError:
-        pass
+    if _log_state["callback"] is None:  # llama.cpp logs every load, context and adapter to stderr: errors only
+        _log_state["callback"] = _errors_only(llama_cpp)
+        llama_cpp.llama_log_set(_log_state["callback"], ctypes.c_void_p(0))
     return llama_cpp
+
+
+def _errors_only(llama_cpp):
+    """A log callback printing llama.cpp's errors (and their continuation lines) only. llama-cpp-python's
+    own maps ggml's levels by an older numbering and prints every warning (one line per tensor an
+    adapter cannot repack, for example)."""
+    import sys
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, user_data) -> None:
+        if level != GGML_LOG_CONT:
+            _log_state["printing"] = level == GGML_LOG_ERROR
+        if _log_state["printing"]:
+            print(text.decode("utf-8", errors="replace"), end="", flush=True, file=sys.stderr)
+
+    return callback
 
 
 def cpu_threads() -> int:
@@ -104,13 +126,14 @@ class _JobState:
 class LlamaCppGenerator(StreamingGenerator):
     """`generate` and `stream` (engine `Job`s, follow-ups as each finishes) on a llama.cpp context.
 
-    parallel: sequences decoding at once. n_ctx: KV cells of the shared cache (None: sized at the first
-    stream to parallel x (longest prompt + 2 x max_new_tokens + 128), grown when a later job needs more).
-    kv_type: "f16" (llama.cpp's default) or "f32" (bit-closer to a float32 transformers run)."""
+    parallel: sequences decoding at once. n_ctx: KV cells in all (None: sized at the first stream to
+    parallel x (longest prompt + 2 x max_new_tokens + 128), grown when a later job needs more).
+    kv_type: "f16" (llama.cpp's default) or "f32" (bit-closer to a float32 transformers run).
+    kv_unified: one cell range shared by all sequences instead of a stream each (slower; see above)."""
 
     def __init__(self, gguf_path: str | Path, tokenizer, eos_ids: Sequence[int], parallel: int = 16,
                  n_ctx: int | None = None, n_batch: int = 2048, n_threads: int | None = None, kv_type: str = "f16",
-                 flash_attn: bool | None = None):
+                 flash_attn: bool | None = None, kv_unified: bool = False):
         self._ll = ll = _lib()
         super().__init__(None, tokenizer, batch_size=parallel)
         self.gguf_path = str(gguf_path)
@@ -124,6 +147,9 @@ class LlamaCppGenerator(StreamingGenerator):
             raise HarnessError(f"unknown kv_type {kv_type!r}; use f16 or f32")
         self.kv_type = kv_type
         self.flash_attn = flash_attn
+        self.kv_unified = bool(kv_unified)
+        # seq ids: any of llama.cpp's 256 in a unified cache; one per stream otherwise
+        self.n_ids = MAX_SEQ_IDS if self.kv_unified else min(MAX_SEQ_IDS, self.parallel)
         self._fixed_ctx = n_ctx
         ll.llama_backend_init()
         params = ll.llama_model_default_params()
@@ -137,6 +163,7 @@ class LlamaCppGenerator(StreamingGenerator):
         self._mem = None
         self._batch = None
         self.n_ctx = 0
+        self.n_ctx_seq = 0  # cells one sequence may hold
         self._adapter = None  # llama_adapter_lora_p of the current policy (None: the base model)
         self.policy_version = 0
         self._held: OrderedDict[int, _Seq] = OrderedDict()  # finished sequences, oldest first
@@ -152,8 +179,8 @@ class LlamaCppGenerator(StreamingGenerator):
         params.n_ctx = n_ctx
         params.n_batch = self.n_batch
         params.n_ubatch = min(512, self.n_batch)
-        params.n_seq_max = MAX_SEQ_IDS
-        params.kv_unified = True
+        params.n_seq_max = self.n_ids
+        params.kv_unified = self.kv_unified
         params.n_threads = params.n_threads_batch = self.n_threads
         params.no_perf = True
         if self.flash_attn is not None:
@@ -163,7 +190,7 @@ class LlamaCppGenerator(StreamingGenerator):
         ctx = ll.llama_init_from_model(self._model, params)
         if not ctx:
             raise HarnessError(f"llama.cpp could not create a context of {n_ctx} cells (memory?)")
-        self._ctx, self.n_ctx = ctx, ll.llama_n_ctx(ctx)
+        self._ctx, self.n_ctx, self.n_ctx_seq = ctx, ll.llama_n_ctx(ctx), ll.llama_n_ctx_seq(ctx)
         self._mem = ll.llama_get_memory(ctx)
         self._batch = ll.llama_batch_init(self.n_batch, 0, 1)
         self._held.clear()
@@ -201,6 +228,13 @@ class LlamaCppGenerator(StreamingGenerator):
 
     def eos_ids(self) -> list[int]:
         return list(self._eos_ids)
+
+    def model_record(self) -> dict[str, str]:
+        """What the manifest records of the weights llama.cpp runs: the GGUF's file name (converted ones
+        carry their type and content hash in it) and llama.cpp's description (architecture, size, type)."""
+        buffer = ctypes.create_string_buffer(256)
+        self._ll.llama_model_desc(self._model, buffer, len(buffer))
+        return {"gguf": Path(self.gguf_path).name, "gguf_type": buffer.value.decode(errors="replace")}
 
     # ---- adapters ---------------------------------------------------------------------------
     def set_adapter(self, path: str | Path | None, version: int) -> None:
@@ -252,11 +286,17 @@ class LlamaCppGenerator(StreamingGenerator):
         active: list[_Seq] = []  # sequences with a job: prefilling leads, then decoding samples
         states: dict[int, _JobState] = {}
         reserved = {"cells": 0}  # worst-case cells of the jobs under way
-        free_ids = [i for i in range(MAX_SEQ_IDS - 1, -1, -1) if i not in self._held]
+        free_ids = [i for i in range(self.n_ids - 1, -1, -1) if i not in self._held]
         sampled_mode = params.temperature > 0
 
         def need(job) -> int:
             return len(job.prompt_ids) + len(job.seeds) * max_new
+
+        def fits(job) -> bool:
+            """Room for the job's worst case: in its streams, or beside the jobs under way in a unified cache."""
+            if self.kv_unified:
+                return reserved["cells"] + need(job) <= self.n_ctx
+            return len(job.prompt_ids) + max_new <= self.n_ctx_seq and len(job.seeds) <= self.n_ids
 
         def take_id() -> int:
             if not free_ids:
@@ -277,16 +317,14 @@ class LlamaCppGenerator(StreamingGenerator):
                 raise HarnessError("a llamacpp job needs a non-empty prompt")
             prompt = list(job.prompt_ids)
             src, reuse = self._longest_prefix(prompt, active)
-            if src is not None and src.job is None and reuse == len(src.tokens):
-                del self._held[src.seq_id]  # the new prompt extends the finished sequence: take it over
+            if src is not None and src.job is None:
+                del self._held[src.seq_id]  # a finished sequence: take it over, its cells past the prefix dropped
                 lead = _Seq(src.seq_id, prompt[:reuse])
             else:
-                if src is not None and src.job is None:
-                    self._held.move_to_end(src.seq_id)  # not the one evicted for the new id
                 lead = _Seq(take_id(), prompt[:reuse])
                 ll.llama_memory_seq_rm(self._mem, lead.seq_id, -1, -1)
-                if reuse:
-                    ll.llama_memory_seq_cp(self._mem, src.seq_id, lead.seq_id, 0, reuse)
+                if reuse:  # across streams llama.cpp copies whole sequences only: copy, then drop the tail
+                    ll.llama_memory_seq_cp(self._mem, src.seq_id, lead.seq_id, -1, -1)
             ll.llama_memory_seq_rm(self._mem, lead.seq_id, reuse, -1)
             lead.job, lead.pending, lead.sampler = job, prompt[reuse:], sampler(job.seeds[0])
             for k, seed in enumerate(job.seeds[1:], start=1):
@@ -331,15 +369,16 @@ class LlamaCppGenerator(StreamingGenerator):
             while queue:
                 job = queue[0]
                 running = sum(1 + len(s.siblings) for s in active)
-                fits = reserved["cells"] + need(job) <= self.n_ctx
-                if active and (running + len(job.seeds) > self.parallel or not fits):
+                room = fits(job)
+                if active and (running + len(job.seeds) > self.parallel or not room):
                     break
-                if not active and not fits:
-                    if self._fixed_ctx:
+                if not active and not room:
+                    if self._fixed_ctx or len(job.seeds) > self.n_ids:
                         raise HarnessError(f"a prompt of {len(job.prompt_ids)} tokens with {max_new} new tokens "
-                                           f"x {len(job.seeds)} samples does not fit n_ctx={self.n_ctx}")
+                                           f"x {len(job.seeds)} samples does not fit n_ctx={self.n_ctx} "
+                                           f"({self.n_ids} sequences)")
                     self._make_context(max(self.n_ctx * 2, self.parallel * self._per_seq(len(job.prompt_ids), max_new)))
-                    free_ids[:] = list(range(MAX_SEQ_IDS - 1, -1, -1))
+                    free_ids[:] = list(range(self.n_ids - 1, -1, -1))
                 admit(queue.popleft())
             # One batch: a token per decoding sequence, then prompt chunks up to n_batch.
             entries: list[tuple[_Seq, list[int], bool]] = []  # (sequence, tokens, whether it samples after)

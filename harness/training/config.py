@@ -47,7 +47,8 @@ class TrainConfig:
     dtype: str = setting("auto", choices=DTYPES)
     device: str = setting("auto", check=check_device)
     batch_size: int = setting(8, ge=1)  # generation batch
-    backend: str = setting("auto", choices=("auto", "hf", "vllm"))  # rollouts: auto = vllm on a GPU where installed
+    # rollouts: auto = vllm on a GPU where installed, else hf; llamacpp: quantized engine on CPU (asked for only)
+    backend: str = setting("auto", choices=("auto", "hf", "vllm", "llamacpp"))
     vllm_memory_share: float = setting(0.3, gt=0, lt=1)  # GPU memory for the vLLM engine beside the trainer
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (big models on one GPU)
     # Where the data and the run live: not part of a run's identity (a run folder can be moved).
@@ -73,13 +74,16 @@ class TrainConfig:
         return flatten(asdict(self))
 
     def _identity_settings(self) -> dict[str, Any]:
-        """Every field; the rollout-backend ones only where they change the run (vllm, gradient
-        checkpointing on), so runs from before they existed keep their folders and resume."""
-        from harness.rollout.backend import resolve_backend
+        """Every field; the rollout-backend ones only where they change the run (an engine backend,
+        gradient checkpointing on), so runs from before they existed keep their folders and resume."""
+        from harness.training.policy_rollouts import training_backend
 
         found = self.settings()
-        if resolve_backend(self.backend, self.device) != "vllm":
-            del found["backend"], found["vllm_memory_share"]
+        backend = training_backend(self)
+        if backend == "hf":
+            del found["backend"]
+        if backend != "vllm":
+            del found["vllm_memory_share"]
         if not self.gradient_checkpointing:
             del found["gradient_checkpointing"]
         return found
@@ -91,11 +95,12 @@ class TrainConfig:
         from harness.training.objective import parse_options
 
         check_fields(self.lora, "lora")
-        from harness.rollout.backend import resolve_backend
+        from harness.training.policy_rollouts import ENGINES, training_backend
 
-        if resolve_backend(self.backend, self.device) == "vllm" and not self.lora.enabled:
-            raise HarnessError("--backend vllm trains LoRA policies only (it would sample from stale full weights); "
-                               "use --backend hf for full fine-tuning")
+        backend = training_backend(self)
+        if backend in ENGINES and not self.lora.enabled:
+            raise HarnessError(f"--backend {backend} trains LoRA policies only (it would sample from stale full "
+                               "weights); use --backend hf for full fine-tuning")
         if self.problems_per_step % self.grad_accum:
             raise HarnessError("problems_per_step must be a multiple of grad_accum")
         task = get_task(self.task)

@@ -30,6 +30,7 @@ from harness.rollout.episode import Episode
 from harness.task import Item, Task, get_task
 from harness import checkpoint as ckpt
 from harness.training.config import TrainConfig
+from harness.training.losses import truncated_importance_weights
 from harness.training.objective import RLBatch, RLObjective, SFTObjective, TrainContext, TrainableModule
 from harness.training.policy import attach_lora, reference_mode
 from harness.training.rewards import GraderReward
@@ -94,7 +95,7 @@ class Trainer:
             from harness.training.policy import enable_gradient_checkpointing
 
             enable_gradient_checkpointing(self.policy)
-        from harness.training.vllm_rollouts import rollout_generator  # hf: the decode engine over the policy
+        from harness.training.policy_rollouts import rollout_generator  # hf: the decode engine over the policy
 
         self.generator = rollout_generator(config, loaded, self.policy, run_dir, self.accelerator.num_processes)
         self.eos_ids = self.generator.eos_ids()
@@ -189,9 +190,12 @@ class Trainer:
             with torch.no_grad(), reference_mode(self.policy):
                 ref, _ = self._logprobs(self.reference_logprobs, part, False)
             index = torch.tensor(rows)
+            weights, weight_logs = truncated_importance_weights(logp, part.engine_logp, part.action_masks)
             batch = RLBatch(self.step, [episodes[r] for r in rows], part, rewards[:, index].to(device),
-                            groups[index].to(device), logp, ref, entropy, float(config.sampling.max_new_tokens))
+                            groups[index].to(device), logp, ref, entropy, float(config.sampling.max_new_tokens),
+                            weights if part.engine_logp is not None else None)
             out = self.objective.loss(batch, self.context)
+            out.logs.update(weight_logs)
             self.accelerator.backward(out.loss / len(micro))
             for key, value in out.logs.items():
                 logs[key] = logs.get(key, 0.0) + value / len(micro)
@@ -396,7 +400,8 @@ def train(config: TrainConfig, resume: bool = False,
         store.write_config(config.settings(), config.identity())
         store.write_manifest(build_manifest(
             config.settings(), config.seed,
-            {"spec": config.model, "id": trainer.loaded.model_id, "weights_sha256": trainer.loaded.weights_sha256},
+            {"spec": config.model, "id": trainer.loaded.model_id, "weights_sha256": trainer.loaded.weights_sha256,
+             **(trainer.generator.model_record() if hasattr(trainer.generator, "model_record") else {})},
             data_files))
         truncate_log(run_dir / "log.jsonl", trainer.step)
     if config.report_to:

@@ -13,6 +13,10 @@ import torch
 from harness.config import setting
 
 KL_ESTIMATORS = ("k3", "k1")
+# Truncated importance sampling (TIS) of rollouts from an engine with its own weights (vLLM in bf16,
+# llama.cpp on quantized weights): a sampled token's policy-gradient term is weighed by
+# min(π_trainer / π_engine, cap), TRL's vllm_importance_sampling_cap default.
+IMPORTANCE_CAP = 2.0
 
 
 @dataclass
@@ -53,6 +57,19 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, n
 def reinforce(logp: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor, norm: float) -> torch.Tensor:
     """-E[A · log π(y)]: the REINFORCE surrogate; advantages carry no gradient."""
     return -(advantages.detach() * masked_sum(logp, mask)).mean() / norm
+
+
+def truncated_importance_weights(logp: torch.Tensor, engine_logp: torch.Tensor | None, masks: torch.Tensor,
+                                 cap: float = IMPORTANCE_CAP) -> tuple[torch.Tensor, dict[str, float]]:
+    """[K, E, T] weights min(exp(log π - log π_engine), cap) at the sampled tokens, no gradient (1 where
+    the engine gave no log-prob, all 1 for on-policy rollouts), and their mean and clipped share."""
+    if engine_logp is None:
+        return torch.ones_like(masks), {}
+    ratio = torch.exp(logp.detach() - engine_logp.unsqueeze(0)).clamp(max=cap)
+    weights = torch.where(torch.isnan(ratio), torch.ones_like(ratio), ratio) * masks
+    tokens = masks.sum().clamp(min=1)
+    clipped = ((ratio >= cap) & (masks > 0)).sum()
+    return weights, {"is_weight": float(weights.sum() / tokens), "is_clipped": float(clipped / tokens)}
 
 
 def entropy_bonus(entropy: torch.Tensor, mask: torch.Tensor, norm: float) -> torch.Tensor:

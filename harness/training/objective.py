@@ -35,10 +35,18 @@ class RLBatch:
     ref_logp: torch.Tensor  # [K, E, T] reference (adapters off), no gradient
     entropy: torch.Tensor | None  # [K, E, T] policy entropies, when the objective asks for them
     norm: float  # constant divisor of sequence sums (the token budget)
+    # [K, E, T] the masks weighed by truncated importance weights (engine rollouts); None: the masks
+    importance: torch.Tensor | None = None
 
     @property
     def masks(self) -> torch.Tensor:
         return self.sequences.action_masks
+
+    @property
+    def pg_masks(self) -> torch.Tensor:
+        """The masks of the policy-gradient terms: with each token's importance weight where the rollout
+        came from an engine's copy of the weights (KL and entropy terms keep the plain masks, as in TRL)."""
+        return self.masks if self.importance is None else self.importance
 
 
 @dataclass

@@ -17,15 +17,20 @@ class SequenceBatch:
     attention_mask: torch.Tensor  # [E, T]
     action_masks: torch.Tensor  # [K, E, T] float: 1 where token t was sampled by step k (its EOS included)
     state_ends: torch.Tensor  # [K, E] index of the last token of state s_k (the prompt step k answered)
+    # [E, T] the sampling engine's log-prob of each sampled token (NaN where it gave none); None: the
+    # trainer's own model sampled (hf backend), so rollouts are on-policy
+    engine_logp: torch.Tensor | None = None
 
     def to(self, device) -> "SequenceBatch":
+        engine = None if self.engine_logp is None else self.engine_logp.to(device)
         return SequenceBatch(self.input_ids.to(device), self.attention_mask.to(device), self.action_masks.to(device),
-                             self.state_ends.to(device))
+                             self.state_ends.to(device), engine)
 
     def select(self, rows: list[int]) -> "SequenceBatch":
         index = torch.tensor(rows, dtype=torch.long)
+        engine = None if self.engine_logp is None else self.engine_logp[index]
         return SequenceBatch(self.input_ids[index], self.attention_mask[index], self.action_masks[:, index],
-                             self.state_ends[:, index])
+                             self.state_ends[:, index], engine)
 
 
 def build_sequences(episodes: list[Episode], pad_id: int, eos_ids: list[int], steps: str = "attempts") -> SequenceBatch:
@@ -64,7 +69,21 @@ def build_sequences(episodes: list[Episode], pad_id: int, eos_ids: list[int], st
         attention[e, : len(ids)] = 1
         for a, (start, stop) in enumerate(row_spans):
             masks[a, e, start:stop] = 1.0
-    return SequenceBatch(input_ids, attention, masks, torch.tensor(ends, dtype=torch.long).T.contiguous())
+    return SequenceBatch(input_ids, attention, masks, torch.tensor(ends, dtype=torch.long).T.contiguous(),
+                         _engine_logprobs(episodes, spans, width, steps))
+
+
+def _engine_logprobs(episodes: list[Episode], spans, width: int, steps: str) -> torch.Tensor | None:
+    """[E, T] the engine's log-probs at the sampled tokens (NaN elsewhere), or None when no step has any."""
+    chosen = [e.attempts if steps == "attempts" else e.steps for e in episodes]
+    if not any(s.engine_logprobs for row in chosen for s in row):
+        return None
+    engine = torch.full((len(episodes), width), float("nan"))
+    for e, (row, row_spans) in enumerate(zip(chosen, spans)):
+        for step, (start, _) in zip(row, row_spans):
+            values = step.engine_logprobs[: len(step.token_ids)]
+            engine[e, start : start + len(values)] = torch.tensor(values, dtype=engine.dtype)
+    return engine
 
 
 class TokenLogprobs(nn.Module):
