@@ -59,6 +59,29 @@ def mcnemar_exact_p(incorrect_to_correct: int, correct_to_incorrect: int) -> flo
     return min(1.0, 2.0 * tail)
 
 
+def min_detectable_difference(n: int, discordant: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest difference of paired proportions δ = p10 - p01 that McNemar's test on n problems
+    detects with the given power at two-sided level alpha, when a share `discordant` = p10 + p01 of the
+    problems is answered differently by the two columns (normal approximation, Connor 1987):
+    n = (z_{1-α/2} √ψ + z_{power} √(ψ - δ²))² / δ², solved for δ by bisection. 1.0 when no δ <= ψ is
+    detectable (the test cannot move more problems than differ)."""
+    from statistics import NormalDist
+
+    z_alpha, z_power = NormalDist().inv_cdf(1 - alpha / 2), NormalDist().inv_cdf(power)
+    psi = float(discordant)
+
+    def needed(delta: float) -> float:
+        return (z_alpha * psi ** 0.5 + z_power * max(psi - delta * delta, 0.0) ** 0.5) ** 2 / (delta * delta)
+
+    if psi <= 0 or needed(psi) > n:
+        return 1.0
+    low, high = 1e-9, psi  # needed() falls as delta grows: the smallest delta with needed(delta) <= n
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (mid, high) if needed(mid) > n else (low, mid)
+    return high
+
+
 def self_correction_metrics(
     correct: Sequence[Sequence[bool]] | np.ndarray,
     resamples: int = BOOTSTRAP_RESAMPLES,

@@ -175,3 +175,24 @@ def test_stage1_steps_stays_fixed_when_a_run_is_resumed_with_more_steps(tmp_path
     train(load_train_config("cpu-tiny", None, sets, {"method": "score", "out": str(out), "max_steps": 6}), resume=True)
     stages = [json.loads(line)["stage"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert stages == [1.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+
+
+def test_a_resumed_run_continues_one_tensorboard_step_axis(tmp_path):
+    """Steps logged after the checkpoint a resume restarts from run again: TensorBoard must show each step
+    once, with the values of the run that continued (as log.jsonl does), not both."""
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sets = ["task=toy-digit", "max_new_tokens=4", "problems_per_step=2", "samples_per_problem=2",
+            "report_to=tensorboard", "checkpoint_every=2"]
+    out = tmp_path / "run"
+    train(load_train_config("cpu-tiny", None, sets, {"method": "score", "out": str(out), "max_steps": 3}))
+    shutil.rmtree(out / "checkpoints" / "step-000003")  # as if killed after logging step 3, before saving it
+    train(load_train_config("cpu-tiny", None, sets, {"method": "score", "out": str(out), "max_steps": 4}), resume=True)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(out / "train"))
+    events.Reload()
+    scalars = events.Scalars("tokens")
+    assert [e.step for e in scalars] == [1, 2, 3, 4]  # no step twice
+    assert [e.value for e in scalars] == pytest.approx([row["tokens"] for row in log])

@@ -405,7 +405,10 @@ def train(config: TrainConfig, resume: bool = False,
             data_files))
         truncate_log(run_dir / "log.jsonl", trainer.step)
     if config.report_to:
-        accel.init_trackers("train", config={k: str(v) for k, v in config.settings().items()})
+        # A resumed run continues one step axis: TensorBoard hides what an earlier start logged past the
+        # checkpoint it restarts from (those steps run again), as log.jsonl is cut back to it.
+        purge = {"tensorboard": {"purge_step": trainer.step + 1}} if found is not None else {}
+        accel.init_trackers("train", config={k: str(v) for k, v in config.settings().items()}, init_kwargs=purge)
     saved = trainer.step if found is not None else -1
     with GradingPool() as pool, StopOnSignal(abandon=accel.num_processes == 1) as stop:
         trainer.pool = pool

@@ -1,0 +1,29 @@
+"""The power figure the real-model study states before looking: the smallest paired difference
+McNemar's test detects at alpha 0.05 with power 0.8, checked by hand and by simulating the test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.metrics import mcnemar_exact_p, min_detectable_difference
+
+
+def test_matches_the_hand_computed_sample_size():
+    # psi = 0.3, delta = 0.1: n = (1.95996 * sqrt(0.3) + 0.84162 * sqrt(0.29))^2 / 0.01 = 233.1
+    delta = min_detectable_difference(234, 0.3)
+    assert 0.095 < delta < 0.1
+    assert min_detectable_difference(233, 0.3) > 0.1  # 233 < 233.1 problems: 0.1 is just out of reach
+    assert min_detectable_difference(936, 0.3) == pytest.approx(delta / 2, rel=0.03)  # ~1/sqrt(n)
+    assert min_detectable_difference(200, 0.0) == 1.0  # nothing differs: nothing to detect
+    assert min_detectable_difference(5, 0.2) == 1.0  # too few problems for any difference
+
+
+def test_the_exact_test_reaches_about_the_stated_power():
+    n, psi = 234, 0.3
+    delta = min_detectable_difference(n, psi)
+    rng = np.random.default_rng(0)
+    cells = rng.multinomial(n, [(psi + delta) / 2, (psi - delta) / 2, 1 - psi], size=2000)
+    power = np.mean([mcnemar_exact_p(int(a), int(b)) < 0.05 for a, b, _ in cells])
+    # the normal approximation for the exact (slightly conservative) test: within a few points of 0.8
+    assert 0.72 < power < 0.86, power
