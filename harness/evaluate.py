@@ -197,12 +197,11 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
     report(done=len(done), total=len(items), tokens=0, samples=done)
     if loaded is not None:
         generator = make_generator(backend, loaded, config.batch_size)
-        engine = generator.model_record() if hasattr(generator, "model_record") else {}  # llama.cpp: its GGUF
         store.write_manifest(build_manifest(
             config.settings(), config.seed,
             {"spec": config.model, "id": loaded.model_id, "weights_sha256": loaded.weights_sha256,
              "dtype": loaded.dtype, "device": loaded.device, "parameters": model_parameters(loaded, config.model),
-             **engine},
+             **generator.model_record()},
             local_data_files(config.data_dir, task.data_files(config.split))))
         params = SamplingParams.of(config.sampling, config.seed)
         tokens = [0]

@@ -37,11 +37,11 @@ def test_auto_is_hf_without_vllm_for_models_that_are_not_gguf():
 ])
 def test_auto_on_cpu_picks_the_faster_backend(monkeypatch, native_bf16, installed, model, expected):
     from harness import models
-    from harness.rollout import llamacpp_generator
+    from harness.rollout import llamacpp_lib
 
     monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: native_bf16)
     monkeypatch.delenv(models.BF16_AUTO_ENV, raising=False)
-    monkeypatch.setattr(llamacpp_generator, "llamacpp_installed", lambda: installed)
+    monkeypatch.setattr(llamacpp_lib, "llamacpp_installed", lambda: installed)
     assert resolve_backend("auto", "cpu", model) == expected
 
 

@@ -232,10 +232,10 @@ def test_backend_is_part_of_a_runs_identity_and_refuses_checkpoints(tmp_path):
 
 def test_llamacpp_not_installed_is_one_line(monkeypatch):
     from harness.errors import HarnessError
-    from harness.rollout import llamacpp_generator
+    from harness.rollout import llamacpp_lib
     from harness.rollout.backend import resolve_backend
 
-    monkeypatch.setattr(llamacpp_generator, "llamacpp_installed", lambda: False)
+    monkeypatch.setattr(llamacpp_lib, "llamacpp_installed", lambda: False)
     with pytest.raises(HarnessError, match=r"pip install 'selfcorrect-harness\[llamacpp\]'") as error:
         resolve_backend("llamacpp", "cpu")
     assert "\n" not in str(error.value)

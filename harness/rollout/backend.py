@@ -29,7 +29,7 @@ def resolve_backend(backend: str, device: str, model: str | None = None) -> str:
     if backend not in BACKENDS:
         raise HarnessError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
     if backend == "llamacpp":
-        from harness.rollout.llamacpp_generator import require_llamacpp
+        from harness.rollout.llamacpp_lib import require_llamacpp
 
         require_llamacpp()
         return "llamacpp"
@@ -44,7 +44,7 @@ def resolve_backend(backend: str, device: str, model: str | None = None) -> str:
     if where.startswith("cuda"):
         return "vllm" if vllm_installed() else "hf"
     if where == "cpu" and model is not None and gguf_native(model) and not auto_bf16(where):
-        from harness.rollout.llamacpp_generator import llamacpp_installed
+        from harness.rollout.llamacpp_lib import llamacpp_installed
 
         if llamacpp_installed():
             return "llamacpp"

@@ -154,6 +154,11 @@ class HFGenerator:
         """Every token that ends a turn: the model's EOS ids and the tokenizer's."""
         return eos_set(self.model.generation_config.eos_token_id, self.tokenizer)
 
+    def model_record(self) -> dict[str, str]:
+        """What a manifest records of the weights this backend runs beyond the loaded model's own record:
+        nothing here (it runs the loaded model); llama.cpp names its GGUF."""
+        return {}
+
     def _completion(self, tokens: list[int], prompt: list[int], eos_ids: list[int]) -> Completion:
         end = next((j for j, t in enumerate(tokens) if t in eos_ids), None)
         kept = tokens[:end] if end is not None else tokens

@@ -29,13 +29,12 @@ smallest prefix of the sorted tokens whose mass reaches p, the same set as trans
 drops the tail holding at most 1 - p). The random streams differ from torch's, so sampled text differs
 from the hf backend's for the same seed; the distribution is the same.
 
-llama_cpp is imported here only, and only when a generator is built.
+llama_cpp is imported only when a generator is built (harness/rollout/llamacpp_lib.py).
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
@@ -44,55 +43,10 @@ from typing import Any, Callable, Sequence
 
 from harness.errors import HarnessError
 from harness.rollout.generator import Completion, SamplingParams, StreamingGenerator
+from harness.rollout.llamacpp_lib import cpu_threads, load_llamacpp
 
-INSTALL_HINT = "pip install 'selfcorrect-harness[llamacpp]'"
 MAX_SEQ_IDS = 256  # llama.cpp's LLAMA_MAX_SEQ: seq ids of active and cached sequences together
 DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED means "random": never pass it
-
-
-def llamacpp_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("llama_cpp") is not None
-
-
-def require_llamacpp() -> None:
-    if not llamacpp_installed():
-        raise HarnessError(f"--backend llamacpp needs llama-cpp-python: {INSTALL_HINT}")
-
-
-GGML_LOG_ERROR, GGML_LOG_CONT = 4, 5  # ggml's log levels (NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5)
-_log_state = {"callback": None, "printing": False}
-
-
-def _lib():
-    require_llamacpp()
-    import llama_cpp
-
-    if _log_state["callback"] is None:  # llama.cpp logs every load, context and adapter to stderr: errors only
-        _log_state["callback"] = _errors_only(llama_cpp)
-        llama_cpp.llama_log_set(_log_state["callback"], ctypes.c_void_p(0))
-    return llama_cpp
-
-
-def _errors_only(llama_cpp):
-    """A log callback printing llama.cpp's errors (and their continuation lines) only. llama-cpp-python's
-    own maps ggml's levels by an older numbering and prints every warning (one line per tensor an
-    adapter cannot repack, for example)."""
-    import sys
-
-    @llama_cpp.llama_log_callback
-    def callback(level: int, text: bytes, user_data) -> None:
-        if level != GGML_LOG_CONT:
-            _log_state["printing"] = level == GGML_LOG_ERROR
-        if _log_state["printing"]:
-            print(text.decode("utf-8", errors="replace"), end="", flush=True, file=sys.stderr)
-
-    return callback
-
-
-def cpu_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _seed32(seed: int) -> int:
@@ -134,7 +88,7 @@ class LlamaCppGenerator(StreamingGenerator):
     def __init__(self, gguf_path: str | Path, tokenizer, eos_ids: Sequence[int], parallel: int = 16,
                  n_ctx: int | None = None, n_batch: int = 2048, n_threads: int | None = None, kv_type: str = "f16",
                  flash_attn: bool | None = None, kv_unified: bool = False):
-        self._ll = ll = _lib()
+        self._ll = ll = load_llamacpp()
         super().__init__(None, tokenizer, batch_size=parallel)
         self.gguf_path = str(gguf_path)
         if not Path(self.gguf_path).is_file():

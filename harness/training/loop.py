@@ -190,10 +190,10 @@ class Trainer:
             with torch.no_grad(), reference_mode(self.policy):
                 ref, _ = self._logprobs(self.reference_logprobs, part, False)
             index = torch.tensor(rows)
-            weights, weight_logs = truncated_importance_weights(logp, part.engine_logp, part.action_masks)
+            weighed, weight_logs = truncated_importance_weights(logp, part.engine_logp, part.action_masks)
             batch = RLBatch(self.step, [episodes[r] for r in rows], part, rewards[:, index].to(device),
                             groups[index].to(device), logp, ref, entropy, float(config.sampling.max_new_tokens),
-                            weights if part.engine_logp is not None else None)
+                            weighed)
             out = self.objective.loss(batch, self.context)
             out.logs.update(weight_logs)
             self.accelerator.backward(out.loss / len(micro))
@@ -401,7 +401,7 @@ def train(config: TrainConfig, resume: bool = False,
         store.write_manifest(build_manifest(
             config.settings(), config.seed,
             {"spec": config.model, "id": trainer.loaded.model_id, "weights_sha256": trainer.loaded.weights_sha256,
-             **(trainer.generator.model_record() if hasattr(trainer.generator, "model_record") else {})},
+             **trainer.generator.model_record()},
             data_files))
         truncate_log(run_dir / "log.jsonl", trainer.step)
     if config.report_to:

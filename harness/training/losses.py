@@ -61,10 +61,11 @@ def reinforce(logp: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor, 
 
 def truncated_importance_weights(logp: torch.Tensor, engine_logp: torch.Tensor | None, masks: torch.Tensor,
                                  cap: float = IMPORTANCE_CAP) -> tuple[torch.Tensor, dict[str, float]]:
-    """[K, E, T] weights min(exp(log π - log π_engine), cap) at the sampled tokens, no gradient (1 where
-    the engine gave no log-prob, all 1 for on-policy rollouts), and their mean and clipped share."""
+    """[K, E, T] the masks weighed by min(exp(log π - log π_engine), cap) at the sampled tokens, no
+    gradient (weight 1 where the engine gave no log-prob; the masks themselves for on-policy rollouts),
+    and the weights' mean and clipped share."""
     if engine_logp is None:
-        return torch.ones_like(masks), {}
+        return masks, {}
     ratio = torch.exp(logp.detach() - engine_logp.unsqueeze(0)).clamp(max=cap)
     weights = torch.where(torch.isnan(ratio), torch.ones_like(ratio), ratio) * masks
     tokens = masks.sum().clamp(min=1)
