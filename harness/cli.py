@@ -419,7 +419,9 @@ def train_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Alias, hub id, folder or .gguf (default: embedded)."),
     preset: Optional[str] = typer.Option(None, help="cpu-tiny (tests), cpu-demo (embedded, a few steps), gpu-paper."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig fields."),
-    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps."),
+    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (with --rollout-tokens: the most it may take)."),
+    rollout_tokens: Optional[int] = typer.Option(None, help="Token budget: stop once rollouts have generated this "
+                                                 "many tokens (SFT methods spend it on their collections)."),
     seed: Optional[int] = typer.Option(None, help="Seed for data order, sampling and LoRA init."),
     backend: Optional[str] = typer.Option(None, help="Rollout backend: auto (vllm on a GPU where installed, else hf), "
                                           "hf, vllm, llamacpp (LoRA; the quantized engine's samples are weighed "
@@ -438,7 +440,8 @@ def train_command(
     from harness.training.config import load_train_config
     from harness.training.loop import train
 
-    explicit = {"method": method, "task": task, "model": model, "max_steps": max_steps, "seed": seed, "backend": backend,
+    explicit = {"method": method, "task": task, "model": model, "max_steps": max_steps, "rollout_tokens": rollout_tokens,
+                "seed": seed, "backend": backend,
                 **sampling,
                 "data_dir": str(data_dir) if data_dir else None, "out": str(resume or out) if (resume or out) else None}
     if resume is not None:
@@ -458,7 +461,8 @@ def train_command(
             kl = logs.get("kl1", 0.0) + logs.get("kl2", 0.0)
             parts = [f"r1 {logs['r1']:.2f}" if "r1" in logs else "", f"r2 {logs['r2']:.2f}" if "r2" in logs else "",
                      f"Δ {logs['delta']:+.2f}" if "delta" in logs else "", f"KL {kl:.3f}" if kl else "",
-                     f"loss {logs['loss']:.3f}" if "loss" in logs else "", f"{logs['step_s']:.1f}s/step"]
+                     f"loss {logs['loss']:.3f}" if "loss" in logs else "", f"{logs['step_s']:.1f}s/step",
+                     f"{logs['rollout_tokens_total']:,.0f}/{config.rollout_tokens:,} tokens" if config.rollout_tokens else ""]
             bar.update(job, completed=step, status="  ".join(p for p in parts if p))
 
         run_dir = train(config, resume=resume is not None, progress=show)

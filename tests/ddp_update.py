@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import toy_task  # noqa: E402,F401
 
 from harness.training.config import load_train_config  # noqa: E402
-from harness.training.loop import Trainer  # noqa: E402
+from harness.training.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:

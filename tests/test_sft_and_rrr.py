@@ -15,7 +15,8 @@ from harness.grading import GradingPool
 from harness.prompts import SCORE_CORRECTION
 from harness.checkpoint import latest_checkpoint
 from harness.training.config import load_train_config
-from harness.training.loop import Trainer, train
+from harness.training.loop import train
+from harness.training.trainer import Trainer
 from harness.training.objective import RLBatch
 from harness.training.sequences import TokenLogprobs, build_sequences
 from harness.training.sft import cross_entropy, examples_from_episodes, sft_batch

@@ -32,6 +32,8 @@ class TrainConfig:
     split: str = "train"
     model: str = setting("embedded", check=lambda m: None if m.strip() else "must not be empty")
     max_steps: int = setting(100, ge=1)
+    # > 0: stop once the rollouts have generated this many tokens (harness/training/budget.py); max_steps caps
+    rollout_tokens: int = setting(0, ge=0)
     problems_per_step: int = setting(8, ge=1)  # distinct problems per optimizer step (global, over all processes)
     samples_per_problem: int = setting(2, ge=1)  # episodes per problem (>= 2 gives leave-one-out baselines)
     grad_accum: int = setting(1, ge=1)  # micro-batches per optimizer step
@@ -58,8 +60,9 @@ class TrainConfig:
     report_to: list[str] = setting(factory=lambda: ["tensorboard"], choices=_trackers(), check=_installed_trackers)
 
     def identity(self) -> dict[str, Any]:
-        """The settings that make a run what it is; a resume must match them (max_steps may grow)."""
-        return {k: v for k, v in self._identity_settings().items() if k not in LOCATION | {"max_steps"}}
+        """The settings that make a run what it is; a resume must match them (max_steps and the token
+        budget may grow)."""
+        return {k: v for k, v in self._identity_settings().items() if k not in LOCATION | GROWABLE}
 
     def run_dir(self) -> Path:
         if self.out:
@@ -86,6 +89,8 @@ class TrainConfig:
             del found["vllm_memory_share"]
         if not self.gradient_checkpointing:
             del found["gradient_checkpointing"]
+        if not self.rollout_tokens:
+            del found["rollout_tokens"]
         return found
 
     def validate(self) -> None:
@@ -110,11 +115,16 @@ class TrainConfig:
         if method.objective is None:
             raise HarnessError(f"method {self.method!r} is {method.kind}: it has nothing to train")
         # Unknown or out-of-range method_options: one line, before any work.
-        parse_options(method.objective.options_class, method.options, self.method)
+        opts = parse_options(method.objective.options_class, method.options, self.method)
+        if self.rollout_tokens and getattr(opts, "stage1_steps", None) == 0:
+            raise HarnessError(f"{self.method} on a token budget needs method_options.stage1_steps: its default, a "
+                               "third of max_steps, assumes the run ends at max_steps")
 
 
 # Fields that say where things are, not what a run is.
 LOCATION = {"out", "results_dir", "data_dir"}
+# Fields a resumed run may raise: how far it goes, not what it is.
+GROWABLE = {"max_steps", "rollout_tokens"}
 
 
 # Presets: starting points named on the command line with --preset.

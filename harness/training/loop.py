@@ -1,369 +1,24 @@
-"""The training loop shared by every trained method. The method names its objective
-(harness/training/objective.py); the loop dispatches on the objective's type.
-
-RL (`RLObjective`): roll out episodes with the core (`objective.rollout`), grade them, compute per-token
-log-probs of every attempt in one forward pass (policy and reference), backpropagate `objective.loss`
-per micro-batch, then one optimizer step. SFT (`SFTObjective`): collect an iteration's examples
-(`objective.collect`), then cross-entropy on their target spans. The trainer owns every trainable
-module: the policy and whatever the objective's `setup` declares (one parameter group each), and
-averages, clips, steps, checkpoints and restores them all. Both kinds log, checkpoint and resume the
-same way, and run under `accelerate launch`."""
+"""A training run from start to end: check the settings against the stored run, load the model and data
+(harness/training/trainer.py), restore the last checkpoint, then step until the run's steps are done or
+its rollout-token budget is spent, logging each step to log.jsonl and the trackers and checkpointing on
+schedule, at stage ends, at the end and on SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
-import copy
-import json
-import random
 import signal
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import torch
-
-from harness.errors import HarnessError, Interrupted
-from harness.method import Method, get_method
-from harness.rollout import SamplingParams, run_episodes
-from harness.rollout.generator import seed_for
-from harness.rollout.episode import Episode
-from harness.task import Item, Task, get_task
 from harness import checkpoint as ckpt
-from harness.training.config import TrainConfig
-from harness.training.losses import truncated_importance_weights
-from harness.training.objective import RLBatch, RLObjective, SFTObjective, TrainContext, TrainableModule
-from harness.training.policy import attach_lora, reference_mode
-from harness.training.rewards import GraderReward
-from harness.training.sequences import TokenLogprobs, build_sequences, update_tokens
+from harness.errors import HarnessError, Interrupted
 from harness.store import append_jsonl
-from harness.training.sft import SFTSchedule, cross_entropy, sft_batch
-from harness.training.stopping import StopOnSignal, StopRequested
+from harness.task import Item
+from harness.training.config import TrainConfig
 from harness.training.runlog import check_same_data, gather_mean, step_metrics, truncate_log
-
-
-@dataclass
-class Cursor:
-    """Where the data stream is: problems are drawn without replacement from a seeded shuffle per epoch."""
-
-    epoch: int = 0
-    position: int = 0
-
-    def take(self, n: int, size: int, seed: int) -> list[int]:
-        out: list[int] = []
-        while len(out) < n:
-            order = list(range(size))
-            random.Random(f"{seed}:{self.epoch}").shuffle(order)
-            chunk = order[self.position : self.position + n - len(out)]
-            out.extend(chunk)
-            self.position += len(chunk)
-            if self.position >= size:
-                self.epoch, self.position = self.epoch + 1, 0
-        return out
-
-
-class Trainer:
-    def __init__(self, config: TrainConfig, run_dir: Path, items: list[Item] | None = None):
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
-
-        from harness.models import auto_bf16, pick_device
-
-        self.config = config
-        self.run_dir = run_dir
-        set_seed(config.seed)  # python, numpy and torch: anything not seeded explicitly still repeats
-        device = pick_device(config.device)
-        # dtype auto: float32 master weights and optimizer state, bf16 autocast where the device has it.
-        bf16 = config.dtype == "auto" and auto_bf16(device)
-        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if bf16 else "no",
-                                       log_with=config.report_to or None, project_dir=str(run_dir))
-        self.task: Task = get_task(config.task)
-        self.method: Method = get_method(config.method, **config.method_options)  # how attempts are asked for
-        if self.method.objective is None:
-            raise HarnessError(f"method {config.method!r} is {self.method.kind}: it has nothing to train")
-        self.objective: RLObjective | SFTObjective = self.method.objective(self.method)  # what is optimised
-        if isinstance(self.objective, SFTObjective) and self.accelerator.num_processes > 1:
-            raise HarnessError(f"{config.method} collects its data on one process; multi-process SFT is not supported yet")
-        self.items = items if items is not None else self.task.load(config.split, config.data_dir)
-        loaded = self._load_model(config.model)
-        self.loaded = loaded
-        self.tokenizer = loaded.tokenizer
-        # The reference policy: the base model. With LoRA it is the same weights with adapters off; full
-        # fine-tuning needs a frozen copy (memory: one more model).
-        self.reference = None if config.lora.enabled else copy.deepcopy(loaded.model).eval().requires_grad_(False)
-        self.policy = attach_lora(loaded.model, config.lora, config.seed)
-        if config.gradient_checkpointing:
-            from harness.training.policy import enable_gradient_checkpointing
-
-            enable_gradient_checkpointing(self.policy)
-        from harness.training.policy_rollouts import rollout_generator  # hf: the decode engine over the policy
-
-        self.generator = rollout_generator(config, loaded, self.policy, run_dir, self.accelerator.num_processes)
-        self.eos_ids = self.generator.eos_ids()
-        self.pool = None  # the grading pool, set by train()
-        self._sample_calls = (-1, 0)  # (step, calls in it): each sampling call of a step gets its own seed
-        self.context = TrainContext(self.accelerator, self.policy, self.tokenizer, config, self.accelerator.device,
-                                    self.task, self.generator, self.eos_ids, self.sample, self._load_model)
-        # The policy's parameters are those trainable before the objective adds its own modules.
-        self.policy_params = {n: p for n, p in self.policy.named_parameters() if p.requires_grad}
-        # An objective that restarts each iteration from the base (STaR) needs the freshly initialised
-        # trainable weights (the LoRA from the run's seed; under full fine-tuning, the base's weights).
-        self.initial_policy = {n: p.detach().clone() for n, p in self.policy_params.items()} \
-            if getattr(self.objective, "restart_each_iteration", False) else None
-        self.modules: list[TrainableModule] = self.objective.setup(self.context)
-        self.module_params = [m.parameters() for m in self.modules]
-        # One parameter group per module: the policy's (warmup, weight decay) first, then each declared one.
-        groups = [{"params": list(self.policy_params.values())}] + [
-            {"params": list(params.values()), "lr": m.lr, "weight_decay": m.weight_decay}
-            for m, params in zip(self.modules, self.module_params)]
-        optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-        warmup = max(config.warmup_steps, 0)
-        schedules = [lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0] + [lambda s: 1.0] * len(self.modules)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
-        # DDP wraps the policy only; a declared module's gradients are averaged in `_optimizer_step`.
-        self.logprobs_model, self.optimizer, self.scheduler = self.accelerator.prepare(
-            TokenLogprobs(self.policy), optimizer, scheduler)
-        for params in self.module_params:  # trainable from now on, whichever LoRA adapter is active
-            for p in params.values():
-                p.requires_grad_(True)
-        self.reference_logprobs = TokenLogprobs(self.reference) if self.reference is not None else \
-            self.accelerator.unwrap_model(self.logprobs_model)
-        self.rewards = GraderReward()
-        self.step = 0
-        self.cursor = Cursor()
-        self.window: list[dict[str, Any]] = []  # the log records since the last checkpoint (main process)
-        self.sft = SFTSchedule.open(run_dir, self.objective.opts, config.max_steps, config.problems_per_step,
-                                    config.seed) if isinstance(self.objective, SFTObjective) else None
-
-    def _load_model(self, spec: str):
-        """The policy's model, or another for the objective (a separate critic) loaded the same way."""
-        from harness.models import load_model
-
-        return load_model(spec, "float32" if self.config.dtype == "auto" else self.config.dtype,
-                          str(self.accelerator.device))
-
-    # ---- data and rollout -------------------------------------------------------------------
-    def next_problems(self, count: int | None = None) -> list[Item]:
-        """This process's share of the next `count` problems [problems_per_step] (the global list is the
-        same everywhere)."""
-        indices = self.cursor.take(count or self.config.problems_per_step, len(self.items), self.config.seed)
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        if len(indices) % world:
-            raise HarnessError(f"problems_per_step ({len(indices)}) must divide over {world} processes")
-        share = len(indices) // world
-        return [self.items[i] for i in indices[rank * share : (rank + 1) * share]]
-
-    def sample(self, items: list[Item] | None, turns: int, episodes: list[Episode] | None = None) -> list[Episode]:
-        """The method's episodes from the current policy (see TrainContext.sample)."""
-        step, calls = self._sample_calls
-        calls = calls + 1 if step == self.step else 0
-        self._sample_calls = (self.step, calls)
-        # Its own seed for each (step, process, call): no two sampling calls of a run share one.
-        params = SamplingParams.of(self.config.sampling,
-                                   seed_for(self.config.seed, "train", self.step, self.accelerator.process_index, calls))
-        self.policy.eval()
-        try:
-            return run_episodes(self.task, self.method, items or [], self.generator, params, turns, self.pool,
-                                episodes=episodes)
-        finally:
-            self.policy.train()
-
-    def rollout(self, problems: list[Item]) -> list[Episode]:
-        return self.objective.rollout(self.context, problems)
-
-    # ---- one update -------------------------------------------------------------------------
-    def update(self, episodes: list[Episode]) -> dict[str, float]:
-        """Method loss over the episodes (in grad_accum micro-batches by problem), then one step."""
-        config = self.config
-        if not episodes:  # e.g. RRR when every first attempt was right: nothing to learn from this step
-            return self._skip_step()
-        sequences = build_sequences(episodes, self.tokenizer.pad_token_id, self.eos_ids, self.objective.masked_steps)
-        rewards = self.rewards(episodes)
-        keys = [self.objective.group_key(e) for e in episodes]
-        first = {key: i for i, key in reversed(list(enumerate(keys)))}
-        groups = torch.tensor([first[key] for key in keys])
-        micro = _split_by_group(groups.tolist(), config.grad_accum)
-        logs: dict[str, float] = {}
-        device = self.accelerator.device
-        for rows in micro:
-            part = sequences.select(rows).to(device)
-            logp, entropy = self._logprobs(self.logprobs_model, part, self.objective.needs_entropy)
-            with torch.no_grad(), reference_mode(self.policy):
-                ref, _ = self._logprobs(self.reference_logprobs, part, False)
-            index = torch.tensor(rows)
-            weighed, weight_logs = truncated_importance_weights(logp, part.engine_logp, part.action_masks)
-            batch = RLBatch(self.step, [episodes[r] for r in rows], part, rewards[:, index].to(device),
-                            groups[index].to(device), logp, ref, entropy, float(config.sampling.max_new_tokens),
-                            weighed)
-            out = self.objective.loss(batch, self.context)
-            out.logs.update(weight_logs)
-            self.accelerator.backward(out.loss / len(micro))
-            for key, value in out.logs.items():
-                logs[key] = logs.get(key, 0.0) + value / len(micro)
-        return self._optimizer_step(logs)
-
-    def _optimizer_step(self, logs: dict[str, float]) -> dict[str, float]:
-        config = self.config
-        if config.max_grad_norm > 0:
-            logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(list(self.policy_params.values()),
-                                                                       config.max_grad_norm))
-        for module, params in zip(self.modules, self.module_params):
-            grads = [p for p in params.values() if p.grad is not None]
-            if self.accelerator.num_processes > 1:  # outside DDP: average its gradients here
-                for p in grads:
-                    p.grad = self.accelerator.reduce(p.grad, "mean")
-            if module.max_grad_norm > 0 and grads:
-                torch.nn.utils.clip_grad_norm_(grads, module.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        self._policy_changed(logs)
-        return logs
-
-    def _policy_changed(self, logs: dict[str, float] | None = None) -> None:
-        """A generator that holds its own copy of the policy (vLLM) samples from the new weights from now
-        on; it adds what the past rollouts came from (version, log-prob gap) to the step's logs."""
-        update = getattr(self.generator, "update_policy", None)
-        if update is not None:
-            found = update(self.policy, self.step)
-            if logs is not None:
-                logs.update(found)
-
-    def _skip_step(self) -> dict[str, float]:
-        """A step with nothing to learn from: counted (and logged as skipped), weights untouched."""
-        self.step += 1
-        return {"skipped": 1.0}
-
-    # ---- SFT ---------------------------------------------------------------------------------------
-    def sft_examples(self) -> tuple[list, dict[str, float]]:
-        """The current iteration's examples: from memory, from its file (a resumed run), or collected now."""
-        iteration = self.sft.iteration(self.step)
-        if iteration in self.sft.loaded:
-            return self.sft.loaded[iteration]
-        found = self.sft.read(iteration)
-        if found is not None:
-            examples, stats, cursor = found
-            self.cursor = Cursor(**cursor)  # the data stream continues after what that collection used
-        else:
-            problems = self.next_problems(self.sft.collect_problems)
-            examples, stats = self.objective.collect(self.context, problems)
-            stats = {**stats, "examples": float(len(examples)), "iteration": float(iteration)}
-            if self.sft.epochs:
-                stats["epoch_steps"] = float(self.sft.epoch_steps(len(examples), self.config.problems_per_step))
-            if self.initial_policy is not None:
-                stats["restarted_from_base"] = float(iteration > 0)
-            if self.accelerator.is_main_process:
-                self.sft.save()
-                self.sft.write(iteration, examples, stats, asdict(self.cursor), self.tokenizer)
-            self.sft.loaded[iteration] = (examples, stats)
-        if self.initial_policy is not None and iteration > 0 and self.step == iteration * self.sft.steps_per_iteration:
-            self._restart_from_base()  # the data came from the last iteration's policy; the fit starts afresh
-        return examples, stats
-
-    def _restart_from_base(self) -> None:
-        """The policy's trainable weights back to their initial values, and a fresh optimizer state."""
-        with torch.no_grad():
-            for name, value in self.initial_policy.items():
-                self.policy_params[name].copy_(value)
-        self.optimizer.state.clear()
-
-    def total_steps(self) -> int:
-        """max_steps; for an SFT run sized by its data (`epochs`), the steps of its epochs once collected."""
-        if self.sft is None or not self.sft.epochs:
-            return self.config.max_steps
-        count = len(self.sft.loaded[0][0]) if 0 in self.sft.loaded else self.sft.count(0)
-        return self.config.max_steps if count is None else self.sft.epoch_steps(count, self.config.problems_per_step)
-
-    def sft_update(self, examples: list) -> dict[str, float]:
-        """Cross-entropy on the examples' target spans only, in grad_accum micro-batches, then one step."""
-        if not examples:  # nothing collected this iteration (e.g. no wrong->right pair): no update
-            return self._skip_step()
-        sequences = sft_batch(examples, self.tokenizer.pad_token_id)
-        parts = max(1, min(self.config.grad_accum, len(examples)))
-        rows = list(range(len(examples)))
-        micro = [rows[i::parts] for i in range(parts)]
-        total_tokens = float(sequences.action_masks.sum())
-        if total_tokens == 0:  # only empty targets (e.g. attempts cut at 0 tokens): nothing to learn from
-            return self._skip_step()
-        loss_sum = 0.0
-        for chunk in micro:
-            part = sequences.select(chunk).to(self.accelerator.device)
-            logp, _ = self._logprobs(self.logprobs_model, part, False)
-            # Weighted by the chunk's share of target tokens: the sum over chunks is the batch's token mean.
-            loss = cross_entropy(logp[0], part.action_masks[0]) * float(part.action_masks.sum()) / total_tokens
-            self.accelerator.backward(loss)
-            loss_sum += float(loss.detach())
-        return self._optimizer_step({"loss": loss_sum, "sft_tokens": total_tokens})
-
-    def _logprobs(self, module, part, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """[K, E, T] log-probs for every attempt from ONE forward over the whole sequence."""
-        union = part.action_masks.sum(0).clamp(max=1)
-        logp, entropy = module(part.input_ids, part.attention_mask, union, with_entropy)
-        k = part.action_masks.shape[0]
-        stack = lambda t: torch.stack([t * part.action_masks[a] for a in range(k)])  # noqa: E731
-        return stack(logp), (stack(entropy) if entropy is not None else None)
-
-    # ---- state --------------------------------------------------------------------------------
-    def stage_ends(self) -> set[int]:
-        """Step counts at which a stage (or an SFT iteration) ends: the run checkpoints there."""
-        if self.sft is not None:
-            return {i * self.sft.steps_per_iteration for i in range(1, self.sft.iterations)}
-        return set(self.objective.stage_ends())
-
-    def snapshot(self) -> tuple[dict[str, Any], Cursor]:
-        """What a step's rollout changes in memory before its update: the RNG states and the data cursor."""
-        return ckpt.rng_state(), copy.deepcopy(self.cursor)
-
-    def restore(self, snapshot: tuple[dict[str, Any], Cursor]) -> None:
-        """Undo an abandoned rollout: the state is again the one the step started from."""
-        rng, self.cursor = snapshot
-        ckpt.set_rng_state(rng)
-
-    def save(self) -> Path:
-        modules = {m.name: ckpt.trainable_state(params) for m, params in zip(self.modules, self.module_params)}
-        parts = {"weights": ckpt.trainable_state(self.policy_params),
-                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "rng": ckpt.rng_state(), "method": modules}
-        folder = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, parts,
-                                      {"cursor": asdict(self.cursor), "config": self.config.settings(),
-                                       "objective": self.objective.state(), **self.window_reward()})
-        self.window = []
-        return folder
-
-    def window_reward(self) -> dict[str, Any]:
-        """What a checkpoint records of the steps since the previous one: their mean training reward r1 + r2
-        (`--checkpoint-select best` ranks by it) and the first and last step. None for SFT methods: their
-        r1/r2 are the iteration's collection samples, drawn before the fit, so they do not rank its checkpoints."""
-        steps = [r["step"] for r in self.window]
-        reward = None if isinstance(self.objective, SFTObjective) else ckpt.window_reward(self.window)
-        return {"train_reward": reward, "reward_window": [steps[0], steps[-1]] if steps else None}
-
-    def load(self, folder: Path) -> None:
-        modules = ckpt.load_state(folder, "method")
-        if set(modules) != {m.name for m in self.modules}:
-            raise HarnessError(f"{folder}: its modules ({', '.join(sorted(modules)) or 'policy only'}) are not the "
-                               f"ones {self.config.method} trains; written by another version of the method?")
-        with torch.no_grad():
-            for name, value in ckpt.load_state(folder, "weights").items():
-                self.policy_params[name].copy_(value)
-            for module, params in zip(self.modules, self.module_params):
-                for name, value in modules[module.name].items():
-                    params[name].copy_(value)
-        self.optimizer.load_state_dict(ckpt.load_state(folder, "optimizer"))
-        self.scheduler.load_state_dict(ckpt.load_state(folder, "scheduler"))
-        ckpt.set_rng_state(ckpt.load_state(folder, "rng"))
-        state = json.loads((folder / "trainer_state.json").read_text())
-        self.step, self.cursor = state["step"], Cursor(**state["cursor"])
-        self.objective.load_state(state.get("objective") or {})
-        self._policy_changed()
-
-
-def _split_by_group(groups: list[int], parts: int) -> list[list[int]]:
-    """Rows split into `parts` micro-batches without separating a problem's samples."""
-    order = list(dict.fromkeys(groups))
-    per = max(1, len(order) // parts)
-    chunks = [order[i : i + per] for i in range(0, len(order), per)]
-    return [[r for r, g in enumerate(groups) if g in set(chunk)] for chunk in chunks]
+from harness.training.sequences import update_tokens
+from harness.training.stopping import StopOnSignal, StopRequested
+from harness.training.trainer import Trainer
 
 
 def train(config: TrainConfig, resume: bool = False,
@@ -381,7 +36,7 @@ def train(config: TrainConfig, resume: bool = False,
     run_dir = config.run_dir()
     store = RunStore(run_dir)
     # Where a run lives is not a setting: only its identity must match the stored one.
-    store.check_config(config.identity(), "a resumed run keeps its settings (only max_steps may change)" if resume
+    store.check_config(config.identity(), "a resumed run keeps its settings (only max_steps and rollout_tokens may change)" if resume
                        else "choose another --out or delete it")
     if not resume and ckpt.checkpoints(run_dir):
         raise HarnessError(f"{run_dir} already holds a training run; pass --resume {run_dir} to continue it")
@@ -412,7 +67,7 @@ def train(config: TrainConfig, resume: bool = False,
     saved = trainer.step if found is not None else -1
     with GradingPool() as pool, StopOnSignal(abandon=accel.num_processes == 1) as stop:
         trainer.pool = pool
-        while trainer.step < trainer.total_steps():
+        while not trainer.finished():
             before = trainer.snapshot()
             stop.phase = "rollout"  # a signal now abandons the step: nothing of it has touched the weights
             try:
@@ -439,7 +94,9 @@ def train(config: TrainConfig, resume: bool = False,
             else:
                 logs = trainer.update(episodes)
                 stats = gather_mean(accel, {**step_metrics(episodes), **trainer.objective.rollout_logs()})
+                stats["rollout_tokens"] = float(trainer.budget.settle(accel))
             record = {"step": trainer.step, **stats, **logs, "rollout_s": rollout_s,
+                      "rollout_tokens_total": float(trainer.budget.generated),
                       **update_tokens(trainer, batch if trainer.sft is not None else episodes, logs),
                       "step_s": time.perf_counter() - start, "lr": trainer.scheduler.get_last_lr()[0]}
             if accel.is_main_process:
@@ -448,7 +105,7 @@ def train(config: TrainConfig, resume: bool = False,
             if config.report_to:
                 accel.log(record, step=trainer.step)
             stopping = stop.agreed(accel)
-            if stopping or trainer.step % config.checkpoint_every == 0 or trainer.step == trainer.total_steps() \
+            if stopping or trainer.step % config.checkpoint_every == 0 or trainer.finished() \
                     or trainer.step in trainer.stage_ends():
                 if accel.is_main_process:
                     trainer.save()
@@ -460,7 +117,7 @@ def train(config: TrainConfig, resume: bool = False,
                 stop.signal = stop.signal or signal.SIGTERM  # another process was asked
                 break
         stop.phase = "done"
-        interrupted = stop.signal is not None and trainer.step < trainer.total_steps()
+        interrupted = stop.signal is not None and not trainer.finished()
         if interrupted and saved != trainer.step:  # abandoned mid-rollout, or before this start's first checkpoint
             if accel.is_main_process:
                 trainer.save()
