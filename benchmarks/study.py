@@ -58,6 +58,7 @@ def run_state(method: str) -> dict | None:
 
 def train_all(only: list[str]) -> None:
     from harness.training.loop import train
+    from harness.training.runlog import status_line
 
     for method in only:
         state = run_state(method)
@@ -68,9 +69,8 @@ def train_all(only: list[str]) -> None:
         started = time.perf_counter()
 
         def show(step: int, total: int, logs: dict) -> None:
-            keys = ("r1", "r2", "delta", "loss", "examples", "rollout_tokens_total", "rollout_s", "step_s")
-            print(f"{method} step {step}: " + " ".join(f"{k} {logs[k]:.4g}" for k in keys if k in logs) +
-                  f" elapsed {time.perf_counter() - started:.0f}s", flush=True)
+            where = "" if "collect_share" in logs else f" step {step}"
+            print(f"{method}{where}: {status_line(logs, BUDGET)}  ({time.perf_counter() - started:.0f} s)", flush=True)
 
         run = train(config, resume=bool(checkpoints(config.run_dir())), progress=show)
         print(f"{method}: done in {time.perf_counter() - started:.0f}s -> {run}", flush=True)

@@ -439,6 +439,7 @@ def train_command(
     """
     from harness.training.config import load_train_config
     from harness.training.loop import train
+    from harness.training.runlog import status_line
 
     explicit = {"method": method, "task": task, "model": model, "max_steps": max_steps, "rollout_tokens": rollout_tokens,
                 "seed": seed, "backend": backend,
@@ -458,12 +459,8 @@ def train_command(
                            status="loading")
 
         def show(step: int, total: int, logs: dict) -> None:
-            kl = logs.get("kl1", 0.0) + logs.get("kl2", 0.0)
-            parts = [f"r1 {logs['r1']:.2f}" if "r1" in logs else "", f"r2 {logs['r2']:.2f}" if "r2" in logs else "",
-                     f"Δ {logs['delta']:+.2f}" if "delta" in logs else "", f"KL {kl:.3f}" if kl else "",
-                     f"loss {logs['loss']:.3f}" if "loss" in logs else "", f"{logs['step_s']:.1f}s/step",
-                     f"{logs['rollout_tokens_total']:,.0f}/{config.rollout_tokens:,} tokens" if config.rollout_tokens else ""]
-            bar.update(job, completed=step, status="  ".join(p for p in parts if p))
+            bar.update(job, status=status_line(logs, config.rollout_tokens),
+                       **({} if "collect_share" in logs else {"completed": step}))
 
         run_dir = train(config, resume=resume is not None, progress=show)
     console.print(f"run written to {run_dir} (checkpoints under {run_dir / 'checkpoints'}, log in {run_dir / 'log.jsonl'})")

@@ -59,8 +59,13 @@ def test_an_rl_run_stops_on_the_step_that_spends_its_budget_and_a_resume_keeps_c
 ])
 def test_an_sft_run_spends_its_budget_on_collections_a_step_of_problems_at_a_time(tmp_path, method, sets):
     budget = 300
-    run = train(_config(method, tmp_path / "run", rollout_tokens=budget, **sets))
+    reports = []
+    run = train(_config(method, tmp_path / "run", rollout_tokens=budget, **sets),
+                progress=lambda step, total, logs: reports.append(logs))
     files = sorted((run / "sft").glob("iteration-*.json"))
+    # The collection reports how far it is after each step of problems, before the iteration's first step.
+    collecting = [r for r in reports if "collect_share" in r]
+    assert len(collecting) >= len(files) and all(r["collected_tokens"] > 0 for r in collecting)
     spent = 0
     position = Cursor()
     for number, path in enumerate(files):
@@ -75,6 +80,7 @@ def test_an_sft_run_spends_its_budget_on_collections_a_step_of_problems_at_a_tim
         position.take(collected, 200, 0)
         assert data["cursor"] == {"epoch": position.epoch, "position": position.position}
         assert {e["problem_id"] for e in data["examples"]} <= set(_problem_ids(run, data["cursor"], collected))
+        assert [r for r in collecting if r["collect_share"] == share][-1]["collected_tokens"] == stats["collected_tokens"]
         spent += int(stats["collected_tokens"])
     assert spent >= budget and _state(run)["rollout_tokens"] == spent
     assert _log(run)[-1]["rollout_tokens_total"] == spent
@@ -119,3 +125,11 @@ def test_problem_chunks_keep_a_problems_samples_together():
 
     items = [Item(p) for p in "aabbccdde"]
     assert [[i.id for i in chunk] for chunk in problem_chunks(items, 2)] == [list("aabb"), list("ccdd"), ["e"]]
+
+
+def test_the_progress_line_says_how_far_a_collection_or_the_budget_is():
+    from harness.training.runlog import status_line
+
+    assert status_line({"collected_tokens": 1200.0, "collect_share": 40000}) == "collecting 1,200/40,000 tokens"
+    line = status_line({"r1": 0.25, "r2": 0.5, "delta": 0.25, "step_s": 3.0, "rollout_tokens_total": 5000.0}, 120000)
+    assert line == "r1 0.25  r2 0.50  Δ +0.25  3.0s/step  5,000/120,000 tokens"

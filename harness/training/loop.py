@@ -23,7 +23,8 @@ from harness.training.trainer import Trainer
 
 def train(config: TrainConfig, resume: bool = False,
           progress: Callable[[int, int, dict[str, float]], None] | None = None, items: list[Item] | None = None) -> Path:
-    """Train (or continue) a run; returns its folder. `progress(step, max_steps, logs)` after each step.
+    """Train (or continue) a run; returns its folder. `progress(step, max_steps, logs)` after each step
+    (and, while a budgeted SFT collection runs, with {"collected_tokens", "collect_share"} only).
 
     Every input (settings, stored run, data, model) is checked before anything is written. A run saves a
     checkpoint every `checkpoint_every` steps, at the end of each stage or SFT iteration, at the end, and
@@ -41,6 +42,9 @@ def train(config: TrainConfig, resume: bool = False,
     if not resume and ckpt.checkpoints(run_dir):
         raise HarnessError(f"{run_dir} already holds a training run; pass --resume {run_dir} to continue it")
     trainer = Trainer(config, run_dir, items)  # loads the data and the model: their errors come before any write
+    if progress is not None:  # a budgeted SFT collection runs long before its first step: say how far it is
+        trainer.on_collect = lambda spent, share: progress(trainer.step, trainer.total_steps(),
+                                                          {"collected_tokens": spent, "collect_share": share})
     accel = trainer.accelerator
     data_files = local_data_files(config.data_dir, trainer.task.data_files(config.split))
     check_same_data(run_dir, data_files)

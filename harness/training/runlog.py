@@ -67,3 +67,17 @@ def truncate_log(path: Path, step: int) -> None:
     new = b"".join(kept)
     if new != data:
         atomic_write_bytes(path, new)
+
+
+def status_line(logs: dict[str, float], budget: int = 0) -> str:
+    """One line for a progress display: a step's rewards, KL, loss, time and tokens spent, or how far a
+    budgeted SFT collection is."""
+    if "collect_share" in logs:
+        return f"collecting {logs['collected_tokens']:,.0f}/{logs['collect_share']:,.0f} tokens"
+    kl = logs.get("kl1", 0.0) + logs.get("kl2", 0.0)
+    parts = [f"r1 {logs['r1']:.2f}" if "r1" in logs else "", f"r2 {logs['r2']:.2f}" if "r2" in logs else "",
+             f"Δ {logs['delta']:+.2f}" if "delta" in logs else "", f"KL {kl:.3f}" if kl else "",
+             f"loss {logs['loss']:.3f}" if "loss" in logs else "",
+             f"{logs['step_s']:.1f}s/step" if "step_s" in logs else "",
+             f"{logs['rollout_tokens_total']:,.0f}/{budget:,} tokens" if budget and "rollout_tokens_total" in logs else ""]
+    return "  ".join(p for p in parts if p)

@@ -17,7 +17,7 @@ import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -130,6 +130,7 @@ class Trainer:
         self.budget = TokenBudget(config.rollout_tokens)  # rollout tokens generated (and the limit, if any)
         self._collect_limit: int | None = None  # tokens an SFT collection may still spend (budgeted runs)
         self._collected: int | None = None  # problems the last budgeted collection sampled
+        self.on_collect: Callable[[int, int], None] | None = None  # (tokens spent, share) as a collection goes
         self.window: list[dict[str, Any]] = []  # the log records since the last checkpoint (main process)
         self.sft = SFTSchedule.open(run_dir, self.objective.opts, config.max_steps, config.problems_per_step,
                                     config.seed) if isinstance(self.objective, SFTObjective) else None
@@ -182,6 +183,8 @@ class Trainer:
                     break
                 found.extend(self.sample(chunk, turns))
                 self._collected += len({item.id for item in chunk})
+                if self.on_collect is not None:
+                    self.on_collect(self.budget.pending - start, limit)
         finally:
             self._collect_limit = limit
         return found
