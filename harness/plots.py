@@ -173,29 +173,44 @@ def transitions_plot(rows: dict[str, RowDiagnostics], title: str, stem: Path) ->
     return save(fig, stem)
 
 
+SMOOTHING = 5  # steps in the trailing mean drawn over each training curve
+
+
+def moving_average(values: list[float], window: int = SMOOTHING) -> list[float]:
+    """The trailing mean of the last `window` values at each point (fewer at the start; NaNs skipped)."""
+    out = []
+    for i in range(len(values)):
+        seen = [v for v in values[max(0, i - window + 1) : i + 1] if v == v]
+        out.append(sum(seen) / len(seen) if seen else float("nan"))
+    return out
+
+
 def training_plot(log: list[dict[str, Any]], title: str, stem: Path) -> list[Path]:
-    """A training run's curves from its log.jsonl: reward per attempt, Δ, and KL per attempt."""
+    """A training run's curves from its log.jsonl: reward per attempt, Δ, and KL per attempt, each step
+    faint and its trailing mean over SMOOTHING steps drawn over it (single steps are noisy: 16 episodes)."""
     steps = [r["step"] for r in log]
     kl_keys = [k for k in ("kl1", "kl2") if any(k in r for r in log)]
     panels = 3 if kl_keys else 2
     fig = _figure(4.0 * panels, 3.4)
     axes = fig.subplots(1, panels, squeeze=False)[0]
 
-    def series(key: str, scale: float = 1.0) -> list[float]:
-        return [r.get(key, float("nan")) * scale for r in log]
+    def curve(ax, key: str, label: str, color: str, scale: float = 1.0) -> None:
+        values = [r.get(key, float("nan")) * scale for r in log]
+        ax.plot(steps, values, marker=".", color=color, alpha=0.35, linewidth=0.8)
+        ax.plot(steps, moving_average(values), color=color, linewidth=1.8, label=label)
 
-    axes[0].plot(steps, series("r1", 100), marker=".", label="attempt 1 (r1)")
-    axes[0].plot(steps, series("r2", 100), marker=".", label="attempt 2 (r2)")
+    curve(axes[0], "r1", "attempt 1 (r1)", COLORS[0], 100)
+    curve(axes[0], "r2", "attempt 2 (r2)", COLORS[1], 100)
     axes[0].set_ylabel("Correct in training rollouts (%)")
     axes[0].set_ylim(-3, 103)
     axes[0].set_title("Reward per attempt", fontsize=10)
-    axes[1].plot(steps, series("delta", 100), marker=".", color=COLORS[2], label="Δ = r2 − r1")
+    curve(axes[1], "delta", "Δ = r2 − r1", COLORS[2], 100)
     axes[1].axhline(0, color="grey", linewidth=0.8)
     axes[1].set_ylabel("Δ reward (percentage points)")
     axes[1].set_title("Self-correction Δ", fontsize=10)
     if kl_keys:
-        for key in kl_keys:
-            axes[2].plot(steps, series(key), marker=".", label=f"KL attempt {key[-1]}")
+        for index, key in enumerate(kl_keys):
+            curve(axes[2], key, f"KL attempt {key[-1]}", COLORS[3 + index])
         axes[2].set_ylabel("KL(π ‖ π_ref), k3 estimate")
         axes[2].set_title("KL to the reference", fontsize=10)
     from matplotlib.ticker import MaxNLocator
@@ -205,5 +220,5 @@ def training_plot(log: list[dict[str, Any]], title: str, stem: Path) -> list[Pat
         ax.set_xlabel("Optimizer step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(f"{title}  (faint: each step; bold: mean of the last {SMOOTHING} steps)", fontsize=11)
     return save(fig, stem)

@@ -228,3 +228,12 @@ def test_report_rebuilds_the_committed_reference_tables_byte_for_byte(tmp_path):
         report(copy / "compare" / folder.name)
         for name in ("table.md", "table.csv", "table.tex", "episodes.csv"):
             assert (copy / "compare" / folder.name / name).read_bytes() == (folder / name).read_bytes(), name
+
+
+def test_training_curves_are_smoothed_by_a_trailing_mean():
+    from harness.plots import moving_average
+
+    nan = float("nan")
+    assert moving_average([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3) == [1.0, 1.5, 2.0, 3.0, 4.0, 5.0]
+    smoothed = moving_average([nan, 2.0, nan, 4.0], 2)  # a step without the key (NaN) is skipped, not zero
+    assert smoothed[0] != smoothed[0] and smoothed[1:] == [2.0, 2.0, 4.0]
