@@ -5,6 +5,7 @@ Decisions and their reasons are in the README (section "The first trained result
 
     python benchmarks/study.py train     # the runs one after another: a started run resumes, a finished one is skipped
     python benchmarks/study.py status    # where each run stands
+    python benchmarks/study.py compare   # base, self-refine and the finished runs on 200 test problems
 
 Runs live in results/reference/study-gsm8k/runs/<method>/ and are resumable across sessions (SIGTERM
 saves a checkpoint); a finished run says so in its last checkpoint (`finished`).
@@ -76,6 +77,24 @@ def train_all(only: list[str]) -> None:
         print(f"{method}: done in {time.perf_counter() - started:.0f}s -> {run}", flush=True)
 
 
+EVALUATION = dict(task="gsm8k", split="test", limit=200, turns=2, seed=0, max_new_tokens=256, temperature=0.0)
+
+
+def compare_all(only: list[str]) -> None:
+    """`harness compare` of base, self-refine and the finished runs (each checkpoint as its method's paper
+    selects it), greedy, on the first 200 test problems; rows already stored are not generated again."""
+    from harness.cli import app
+
+    unfinished = [m for m in only if not (run_state(m) or {}).get("finished")]
+    if unfinished:
+        raise SystemExit(f"not finished yet: {', '.join(unfinished)} (python benchmarks/study.py status)")
+    args = ["compare", "--methods", "base,self-refine", "--results-dir", str(STUDY), "--out", str(STUDY / "compare")]
+    args += [f"--checkpoints={STUDY / 'runs' / m}" for m in only]
+    for key, value in EVALUATION.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    app(args, prog_name="harness")
+
+
 def status(only: list[str]) -> None:
     for method in only:
         state = run_state(method)
@@ -88,14 +107,14 @@ def status(only: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("train", "status"))
+    parser.add_argument("action", choices=("train", "status", "compare"))
     parser.add_argument("--only", default=",".join(METHODS), help="comma-separated methods, in order")
     args = parser.parse_args()
     only = [m for m in args.only.split(",") if m]
     unknown = [m for m in only if m not in METHODS]
     if unknown:
         parser.error(f"unknown method(s): {', '.join(unknown)}; known: {', '.join(METHODS)}")
-    (train_all if args.action == "train" else status)(only)
+    {"train": train_all, "status": status, "compare": compare_all}[args.action](only)
 
 
 if __name__ == "__main__":

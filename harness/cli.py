@@ -267,6 +267,10 @@ def models_command() -> None:
     console.print(f"Converted and tiny models are cached under {cache_dir()} (HARNESS_CACHE_DIR).")
 
 
+WAIT = typer.Option(False, "--wait", help="If another process is writing the run folder, wait for it to finish "
+                                         "(default: stop with a line naming it).")
+
+
 @app.command("eval")
 @user_errors
 @options_from(RolloutSettings, into="rollout")
@@ -282,6 +286,7 @@ def eval_command(
         None, "--checkpoint-select", metavar="best|last|step-N",
         help="Which checkpoint of the run: best (highest mean training reward r1 + r2 of the steps before it), "
              "last, or step-N (default: what the method's paper does: best for score, else last)."),
+    wait: bool = WAIT,
 ) -> None:
     """Roll out K-attempt self-correction episodes and print Acc@t1, Acc@t2, Δ, Δi→c, Δc→i.
 
@@ -293,18 +298,13 @@ def eval_command(
 
     config = EvalConfig(task=task, method=method, model=model, **rollout_settings(rollout, data_dir, out),
                         checkpoint=str(checkpoint) if checkpoint else None, checkpoint_select=checkpoint_select)
-    if checkpoint is not None and (checkpoint / "config.yaml").is_file():
-        from harness.store import read_run_config
-
-        trained = read_run_config(checkpoint)
-        config.model = trained.get("model", model)  # the trained policy's base model comes from the run
-        if method == "base":  # label (and prompt) the run as the method that trained it
-            config.method = method = trained.get("method", method)
+    config.adopt_trained_run()
+    method, model = config.method, config.model
     from harness.method import feedback_label
 
     label = feedback_label(method, config.feedback)  # `rrr (oracle)` under the verifier's protocol
     with progress_bar() as bar:
-        result = evaluate(config, eval_progress(bar, f"{task} · {label} · {model}"))
+        result = evaluate(config, eval_progress(bar, f"{task} · {label} · {model}"), wait)
     title = f"{task} ({config.split}) · {model} · {config.turns} turns (%, 95% CI)"
     console.print(metrics_table({label: result.metrics}, title=title))
     note = "all from the store" if result.generated_now == 0 else f"{result.generated_now} generated now"
@@ -355,6 +355,7 @@ def compare_command(
         None, "--checkpoint-select", metavar="best|last|step-N",
         help="Which checkpoint of each --checkpoints run: best (highest mean training reward r1 + r2 of the steps "
              "before it), last, or step-N (default: what the method's paper does: best for score, else last)."),
+    wait: bool = WAIT,
 ) -> None:
     """Evaluate methods on the same problems, seeds and sampling settings; write tables (md, csv, tex) and plots.
 
@@ -368,7 +369,7 @@ def compare_command(
                            checkpoints=_split_list(checkpoints), reported=reported, checkpoint_select=checkpoint_select)
     prepared = plan(config)  # every check before any work: a bad input writes nothing
     with progress_bar() as bar:
-        result = run_compare(prepared, lambda row: eval_progress(bar, f"{task} · {row.label} · {row.eval.model}"))
+        result = run_compare(prepared, lambda row: eval_progress(bar, f"{task} · {row.label} · {row.eval.model}"), wait)
     done = ", ".join(f"{k} {'stored' if v == 0 else f'{v} generated now'}" for k, v in result.generated_now.items())
     console.print(f"{len(prepared.problem_ids)} problems per method ({done})")
     _print_outputs(result.outputs, f"{task} ({config.split}) · {model} · {config.turns} turns (%, 95% CI)", result.folder)
@@ -431,6 +432,7 @@ def train_command(
     data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: results/runs/train-<method>-<task>-...)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last checkpoint."),
+    wait: bool = WAIT,
 ) -> None:
     """Train a self-correction method; writes config, manifest, log.jsonl, TensorBoard logs, checkpoints.
 
@@ -462,7 +464,7 @@ def train_command(
             bar.update(job, status=status_line(logs, config.rollout_tokens),
                        **({} if "collect_share" in logs else {"completed": step}))
 
-        run_dir = train(config, resume=resume is not None, progress=show)
+        run_dir = train(config, resume=resume is not None, progress=show, wait=wait)
     console.print(f"run written to {run_dir} (checkpoints under {run_dir / 'checkpoints'}, log in {run_dir / 'log.jsonl'})")
 
 

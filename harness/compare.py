@@ -185,9 +185,10 @@ def _relative(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
 
-def run_compare(prepared: Plan, progress: Callable[[PlannedRow], Callable[..., Any] | None] | None = None
-                ) -> CompareResult:
-    """Evaluate every planned row (resuming from stored samples), then write the comparison folder."""
+def run_compare(prepared: Plan, progress: Callable[[PlannedRow], Callable[..., Any] | None] | None = None,
+                wait: bool = False) -> CompareResult:
+    """Evaluate every planned row (resuming from stored samples), then write the comparison folder.
+    `wait`: a row whose run folder another process is writing waits for it instead of failing."""
     from harness.data import local_data_files
     from harness.manifest import build_manifest
     from harness.store import RunStore, atomic_write_json
@@ -198,7 +199,7 @@ def run_compare(prepared: Plan, progress: Callable[[PlannedRow], Callable[..., A
     generated: dict[str, int] = {}
     run_dirs: dict[str, Path] = {}
     for row in prepared.rows:
-        result = evaluate(row.eval, progress(row) if progress else None)
+        result = evaluate(row.eval, progress(row) if progress else None, wait)
         generated[row.label] = result.generated_now
         run_dirs[row.label] = result.run_dir
     folder.mkdir(parents=True, exist_ok=True)

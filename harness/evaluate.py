@@ -126,6 +126,16 @@ class EvalConfig(RolloutSettings):
             raise HarnessError(f"{store.root} holds a run with other settings (auto_dtype: --dtype auto meant "
                                f"{stored.get('auto_dtype') or 'float32'} there); {hint}")
 
+    def adopt_trained_run(self) -> None:
+        """With a --checkpoint run: its base model, and its method where none was asked for (`base`), so the
+        run is prompted and labelled as the method that trained it."""
+        if self.checkpoint is None or not (Path(self.checkpoint) / "config.yaml").is_file():
+            return
+        trained = read_run_config(Path(self.checkpoint))
+        self.model = trained.get("model", self.model)
+        if self.method == "base":
+            self.method = trained.get("method", self.method)
+
     def validate(self) -> None:
         """Every setting, the task and split, the method and the checkpoint folder; writes nothing."""
         check_fields(self, "--")  # set by the CLI options of eval
@@ -164,11 +174,11 @@ class EvalResult:
     tokens_per_problem: float
 
 
-def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> EvalResult:
-    """Run (or resume) an evaluation; `progress(done=, total=, tokens=, acc=)` is called as it goes."""
-    from harness.grading import GradingPool
-    from harness.rollout import SamplingParams, run_episodes
-    from harness.rollout.backend import load_for_backend, make_generator
+def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None, wait: bool = False) -> EvalResult:
+    """Run (or resume) an evaluation; `progress(done=, total=, tokens=, acc=)` is called as it goes.
+    One writer per run folder (harness/folder_lock.py): a second one is refused in one line, or with
+    `wait` waits for the first and then finds its problems stored."""
+    from harness.folder_lock import FolderLock
 
     # Every input is checked (settings, data, stored run, model) before anything is written.
     config.validate()  # a checkpoint folder without a checkpoint fails here, before any work
@@ -180,6 +190,16 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None) -> 
         raise HarnessError(f"{config.task} {config.split}: no problems to evaluate")
     store = RunStore(config.run_dir())
     config.check_folder()
+    with FolderLock(store.root, wait, on_wait=lambda who: warn(f"{store.root}: waiting for {who}")):
+        return _generate(config, task, method, items, store, progress)
+
+
+def _generate(config: EvalConfig, task, method, items, store: RunStore, progress) -> EvalResult:
+    """The problems not yet stored, generated and stored as they complete; then the run's metrics."""
+    from harness.grading import GradingPool
+    from harness.rollout import SamplingParams, run_episodes
+    from harness.rollout.backend import load_for_backend, make_generator
+
     stored = store.load_samples()
     todo = [item for item in items if item.id not in stored]
     done = [stored[item.id] for item in items if item.id in stored]

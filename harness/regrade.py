@@ -123,7 +123,13 @@ def regrade(path: Path, workers: int | None = None) -> Regrade:
         _config(run_dir)  # every run is checked before anything is rewritten
         if not (run_dir / "samples.jsonl").is_file():
             raise HarnessError(f"{run_dir}: no samples.jsonl")
-    with GradingPool(workers) as pool:
+    from contextlib import ExitStack
+
+    from harness.folder_lock import FolderLock
+
+    with ExitStack() as held, GradingPool(workers) as pool:
+        for run_dir in run_dirs:  # a run being written (eval) is not rewritten under it: refused, one line
+            held.enter_context(FolderLock(run_dir))
         runs = [regrade_run(run_dir, pool) for run_dir in run_dirs]
     if spec is None:
         return Regrade(report(path), runs)

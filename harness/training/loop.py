@@ -5,13 +5,14 @@ schedule, at stage ends, at the end and on SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
 from typing import Callable
 
 from harness import checkpoint as ckpt
-from harness.errors import HarnessError, Interrupted
+from harness.errors import HarnessError, Interrupted, warn
 from harness.store import append_jsonl
 from harness.task import Item
 from harness.training.config import TrainConfig
@@ -22,16 +23,18 @@ from harness.training.trainer import Trainer
 
 
 def train(config: TrainConfig, resume: bool = False,
-          progress: Callable[[int, int, dict[str, float]], None] | None = None, items: list[Item] | None = None) -> Path:
+          progress: Callable[[int, int, dict[str, float]], None] | None = None, items: list[Item] | None = None,
+          wait: bool = False) -> Path:
     """Train (or continue) a run; returns its folder. `progress(step, max_steps, logs)` after each step
     (and, while a budgeted SFT collection runs, with {"collected_tokens", "collect_share"} only).
 
     Every input (settings, stored run, data, model) is checked before anything is written. A run saves a
     checkpoint every `checkpoint_every` steps, at the end of each stage or SFT iteration, at the end, and
-    when SIGINT/SIGTERM asks it to stop (see `StopOnSignal`); it then raises `Interrupted`."""
-    from harness.data import local_data_files
-    from harness.grading import GradingPool
-    from harness.manifest import build_manifest
+    when SIGINT/SIGTERM asks it to stop (see `StopOnSignal`); it then raises `Interrupted`. One process
+    trains a run folder at a time (harness/folder_lock.py: a second is refused, or with `wait` waits)."""
+    from contextlib import nullcontext
+
+    from harness.folder_lock import FolderLock
     from harness.store import RunStore
 
     run_dir = config.run_dir()
@@ -41,6 +44,19 @@ def train(config: TrainConfig, resume: bool = False,
                        else "choose another --out or delete it")
     if not resume and ckpt.checkpoints(run_dir):
         raise HarnessError(f"{run_dir} already holds a training run; pass --resume {run_dir} to continue it")
+    # The main process holds the folder's lock; the others of a launch write nothing there. (RANK, as
+    # torchrun and accelerate launch set it: accelerate's state must not be made before the Trainer's.)
+    lock = FolderLock(run_dir, wait, lambda who: warn(f"{run_dir}: waiting for {who}")) \
+        if os.environ.get("RANK", "0") == "0" else nullcontext()
+    with lock:
+        return _train(config, run_dir, store, progress, items)
+
+
+def _train(config: TrainConfig, run_dir: Path, store, progress, items) -> Path:
+    from harness.data import local_data_files
+    from harness.grading import GradingPool
+    from harness.manifest import build_manifest
+
     trainer = Trainer(config, run_dir, items)  # loads the data and the model: their errors come before any write
     if progress is not None:  # a budgeted SFT collection runs long before its first step: say how far it is
         trainer.on_collect = lambda spent, share: progress(trainer.step, trainer.total_steps(),
