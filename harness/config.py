@@ -226,8 +226,5 @@ def check_device(device: str) -> str | None:
 
 
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
-DTYPE_HELP = "auto (bf16 on GPUs with bf16, float32 on CPU: see README), float32, bfloat16, float16."
+DTYPE_HELP = "auto (bf16 on GPUs and CPUs that compute it natively, else float32: see README), float32, bfloat16, float16."
 
-
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)

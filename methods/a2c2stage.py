@@ -32,7 +32,8 @@ from harness.config import setting
 from harness.method import Method, register_method
 from harness.training.losses import KLOptions, entropy_bonus, kl_penalty, reinforce, shaped_second_reward, td_targets
 from harness.training.objective import LossOutput, RLBatch, TrainContext, TrainableModule, TwoStageObjective
-from harness.training.policy import adapter, adapter_parameters, add_adapter, attach_lora, decoder
+from harness.lora import attach_lora
+from harness.training.policy import adapter, adapter_parameters, add_adapter, decoder
 
 
 @dataclass

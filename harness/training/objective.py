@@ -19,8 +19,14 @@ from harness.rollout.episode import Episode
 from harness.training.sequences import SequenceBatch
 
 if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from transformers import PreTrainedTokenizerBase
+
     from harness.method import Method
-    from harness.task import Item
+    from harness.models import LoadedModel
+    from harness.rollout.generator import Generator
+    from harness.task import Item, Task
+    from harness.training.config import TrainConfig
     from harness.training.sft import SFTExample
 
 
@@ -75,19 +81,19 @@ class TrainableModule:
 class TrainContext:
     """Handles an objective may need: the accelerator, the policy, the config, and sampling from the policy."""
 
-    accelerator: Any
-    policy: Any  # the peft-wrapped causal LM (unwrapped from DDP)
-    tokenizer: Any
-    config: Any  # TrainConfig
-    device: Any
-    task: Any = None  # the Task trained on
-    generator: Any = None  # HFGenerator over the policy (encode / continuation for building SFT data)
+    accelerator: "Accelerator"
+    policy: torch.nn.Module  # the peft-wrapped causal LM (unwrapped from DDP)
+    tokenizer: "PreTrainedTokenizerBase"
+    config: "TrainConfig"
+    device: torch.device
+    task: "Task"  # the task trained on
+    generator: "Generator"  # the rollout engine over the policy (encode / continuation build SFT data)
     eos_ids: list[int] = field(default_factory=list)
     # sample(items, turns, episodes=None) -> list[Episode]: the method's rollout with the current policy,
     # seeded by (seed, step, call), graded; `episodes` continues existing ones instead of starting fresh.
     sample: Callable[..., list[Episode]] | None = None
     # load_model(spec) -> LoadedModel: another model (a separate critic) in the dtype the policy was loaded in.
-    load_model: Callable[[str], Any] | None = None
+    load_model: Callable[[str], "LoadedModel"] | None = None
 
 
 def parse_options(options_class: type | None, options: dict[str, Any], method: str) -> Any:

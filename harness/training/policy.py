@@ -8,7 +8,7 @@ from typing import Iterator
 
 import torch
 
-from harness.lora import LoraSettings, attach_lora  # noqa: F401 (attach_lora: the trainer and methods import it here)
+from harness.lora import LoraSettings
 
 
 def reference_mode(policy: torch.nn.Module):

@@ -32,7 +32,8 @@ from harness.training.budget import TokenBudget, problem_chunks
 from harness.training.config import TrainConfig
 from harness.training.losses import truncated_importance_weights
 from harness.training.objective import RLBatch, RLObjective, SFTObjective, TrainContext, TrainableModule
-from harness.training.policy import attach_lora, reference_mode
+from harness.lora import attach_lora
+from harness.training.policy import reference_mode
 from harness.training.rewards import GraderReward
 from harness.training.sequences import TokenLogprobs, build_sequences
 from harness.training.sft import SFTSchedule, cross_entropy, sft_batch
@@ -98,8 +99,10 @@ class Trainer:
         self.eos_ids = self.generator.eos_ids()
         self.pool = None  # the grading pool, set by train()
         self._sample_calls = (-1, 0)  # (step, calls in it): each sampling call of a step gets its own seed
-        self.context = TrainContext(self.accelerator, self.policy, self.tokenizer, config, self.accelerator.device,
-                                    self.task, self.generator, self.eos_ids, self.sample, self._load_model)
+        self.context = TrainContext(accelerator=self.accelerator, policy=self.policy, tokenizer=self.tokenizer,
+                                    config=config, device=self.accelerator.device, task=self.task,
+                                    generator=self.generator, eos_ids=self.eos_ids, sample=self.sample,
+                                    load_model=self._load_model)
         # The policy's parameters are those trainable before the objective adds its own modules.
         self.policy_params = {n: p for n, p in self.policy.named_parameters() if p.requires_grad}
         # An objective that restarts each iteration from the base (STaR) needs the freshly initialised
