@@ -23,7 +23,7 @@ from harness.rollout.generator import EngineGenerator, SamplingParams
 from harness.rollout.llamacpp_generator import LlamaCppGenerator  # neither imports its engine until built
 from harness.rollout.vllm_generator import VLLMGenerator
 
-GAP_SAMPLES = 8  # completions per rollout call whose log-probs are recomputed by the trainer's model
+GAP_SAMPLES = 2  # completions per rollout call whose log-probs the trainer recomputes (each a full forward: on CPU ~5 s)
 ENGINES = ("vllm", "llamacpp")  # backends with their own copy of the weights
 
 
