@@ -58,6 +58,7 @@ def run_state(method: str) -> dict | None:
 
 
 def train_all(only: list[str]) -> None:
+    from harness.errors import Interrupted
     from harness.training.loop import train
     from harness.training.runlog import status_line
 
@@ -73,7 +74,10 @@ def train_all(only: list[str]) -> None:
             where = "" if "collect_share" in logs else f" step {step}"
             print(f"{method}{where}: {status_line(logs, BUDGET)}  ({time.perf_counter() - started:.0f} s)", flush=True)
 
-        run = train(config, resume=bool(checkpoints(config.run_dir())), progress=show)
+        try:
+            run = train(config, resume=bool(checkpoints(config.run_dir())), progress=show)
+        except Interrupted as stopped:  # SIGTERM/SIGINT: the run saved a checkpoint; rerun to continue
+            raise SystemExit(f"{method}: {stopped}") from None
         print(f"{method}: done in {time.perf_counter() - started:.0f}s -> {run}", flush=True)
 
 

@@ -31,7 +31,7 @@ import torch
 def build(args):
     from harness.models import load_model
     from harness.training.config import LoraSettings
-    from harness.training.policy import attach_lora
+    from harness.lora import attach_lora
 
     loaded = load_model(args.model, "float32")
     policy = attach_lora(loaded.model, LoraSettings(rank=16, alpha=32), seed=0)

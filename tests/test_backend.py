@@ -79,7 +79,8 @@ def test_gradient_checkpointing_gives_the_same_lora_gradients():
 
     from harness.models import load_model
     from harness.training.config import LoraSettings
-    from harness.training.policy import attach_lora, enable_gradient_checkpointing
+    from harness.lora import attach_lora
+    from harness.training.policy import enable_gradient_checkpointing
 
     grads = []
     for checkpointing in (False, True):

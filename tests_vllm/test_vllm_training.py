@@ -12,7 +12,7 @@ from harness.models import load_model
 from harness.rollout import SamplingParams, run_episodes
 from harness.task import get_task
 from harness.training.config import LoraSettings
-from harness.training.policy import attach_lora
+from harness.lora import attach_lora
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import torch
 
 from harness import checkpoint as ckpt
 from harness.errors import HarnessError
+from harness.lora import attach_lora
 from harness.method import Method, get_method
 from harness.rollout import SamplingParams, run_episodes
 from harness.rollout.episode import Episode
@@ -32,7 +33,6 @@ from harness.training.budget import TokenBudget, problem_chunks
 from harness.training.config import TrainConfig
 from harness.training.losses import truncated_importance_weights
 from harness.training.objective import RLBatch, RLObjective, SFTObjective, TrainContext, TrainableModule
-from harness.lora import attach_lora
 from harness.training.policy import reference_mode
 from harness.training.rewards import GraderReward
 from harness.training.sequences import TokenLogprobs, build_sequences
