@@ -4,6 +4,7 @@ spend it on their collections, resumes keep counting, and runs without a budget 
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -94,8 +95,6 @@ def _problem_ids(run, cursor: dict, last: int) -> list[str]:
     order = []
     for epoch in range(cursor["epoch"] + 1):
         shuffled = list(range(len(items)))
-        import random
-
         random.Random(f"0:{epoch}").shuffle(shuffled)
         order.extend(shuffled)
     end = cursor["epoch"] * len(items) + cursor["position"]

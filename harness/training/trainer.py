@@ -157,9 +157,13 @@ class Trainer:
         return [self.items[i] for i in indices[rank * share : (rank + 1) * share]]
 
     def sample(self, items: list[Item] | None, turns: int, episodes: list[Episode] | None = None) -> list[Episode]:
-        """The method's episodes from the current policy (see TrainContext.sample)."""
+        """The method's episodes from the current policy (see TrainContext.sample); inside a budgeted SFT
+        collection, only as many as its share of the token budget pays for."""
         if self._collect_limit is not None and episodes is None:
             return self._sample_within(items or [], turns, self._collect_limit)
+        return self._sample_now(items or [], turns, episodes)
+
+    def _sample_now(self, items: list[Item], turns: int, episodes: list[Episode] | None = None) -> list[Episode]:
         step, calls = self._sample_calls
         calls = calls + 1 if step == self.step else 0
         self._sample_calls = (self.step, calls)
@@ -168,7 +172,7 @@ class Trainer:
                                    seed_for(self.config.seed, "train", self.step, self.accelerator.process_index, calls))
         self.policy.eval()
         try:
-            found = run_episodes(self.task, self.method, items or [], self.generator, params, turns, self.pool,
+            found = run_episodes(self.task, self.method, items, self.generator, params, turns, self.pool,
                                  episodes=episodes)
         finally:
             self.policy.train()
@@ -179,17 +183,14 @@ class Trainer:
         """A budgeted collection: a step's worth of problems at a time (each its own sampling call, so
         its own seed) until `limit` tokens are generated; `_collected` says how many problems it took."""
         found: list[Episode] = []
-        start, self._collect_limit, self._collected = self.budget.pending, None, 0
-        try:
-            for chunk in problem_chunks(items, self.config.problems_per_step):
-                if self.budget.pending - start >= limit:
-                    break
-                found.extend(self.sample(chunk, turns))
-                self._collected += len({item.id for item in chunk})
-                if self.on_collect is not None:
-                    self.on_collect(self.budget.pending - start, limit)
-        finally:
-            self._collect_limit = limit
+        start, self._collected = self.budget.pending, 0
+        for chunk in problem_chunks(items, self.config.problems_per_step):
+            if self.budget.pending - start >= limit:
+                break
+            found.extend(self._sample_now(chunk, turns))
+            self._collected += len({item.id for item in chunk})
+            if self.on_collect is not None:
+                self.on_collect(self.budget.pending - start, limit)
         return found
 
     def rollout(self, problems: list[Item]) -> list[Episode]:
