@@ -22,12 +22,18 @@ from harness.rollout import HFGenerator, SamplingParams, run_episodes
 from harness.task import Grade, get_task
 
 SCRIPT = Path(__file__).with_name("ddp_update.py")
+REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["score", "a2c2stage"])
-def test_two_process_ddp_update_equals_one_process(tmp_path, method):
+@pytest.mark.parametrize("method, launch, full", [("score", "ddp", False), ("a2c2stage", "ddp", False),
+                                                  ("score", "fsdp", False), ("a2c2stage", "fsdp", False),
+                                                  ("score", "fsdp", True)])
+def test_two_process_update_equals_one_process(tmp_path, method, launch, full):
+    """DDP, and FSDP (harness/training/fsdp.py: layers and the log-prob root sharded over 2 gloo processes;
+    gradients and weights gathered for the comparison), with LoRA and (full) full fine-tuning, whose
+    frozen reference is sharded too and whose tied embedding / LM head lives in the root unit."""
     tiny = load_model("tiny-random")
     task = get_task("toy-digit")
     with GradingPool(workers=1) as pool:
@@ -39,16 +45,19 @@ def test_two_process_ddp_update_equals_one_process(tmp_path, method):
         episode.attempts[1].grade = Grade(i % 2 == 0, None, "set by test")
     (tmp_path / "episodes.pkl").write_bytes(pickle.dumps(episodes))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "episodes.pkl"), str(tmp_path / "one.st"), method],
+    sets = ["lora.enabled=false"] if full else []
+    single = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "episodes.pkl"), str(tmp_path / "one.st"), method, *sets],
                             capture_output=True, text=True, env=env, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
-    double = subprocess.run([str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                             "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT),
-                             str(tmp_path / "episodes.pkl"), str(tmp_path / "two.st"), method],
+    config = REPO / "configs" / "accelerate" / f"{launch}.yaml"  # the launch lines the README gives
+    double = subprocess.run([str(BIN / "accelerate"), "launch", "--config_file", str(config), "--num_processes", "2",
+                             "--mixed_precision", "no", str(SCRIPT),
+                             str(tmp_path / "episodes.pkl"), str(tmp_path / "two.st"), method, *sets],
                             capture_output=True, text=True, env=env, timeout=300)
     assert double.returncode == 0, double.stderr[-3000:]
     one, two = load_file(str(tmp_path / "one.st")), load_file(str(tmp_path / "two.st"))
     assert (int(one.pop("world_size")), int(two.pop("world_size"))) == (1, 2)
+    assert (int(one.pop("sharded")), int(two.pop("sharded"))) == (0, int(launch == "fsdp"))
     assert one.keys() == two.keys() and any(k.startswith("grad.") for k in one)
     assert max(float(v.abs().max()) for k, v in one.items() if k.startswith("grad.")) > 1e-6  # a real gradient
     if method == "a2c2stage":

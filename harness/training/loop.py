@@ -127,8 +127,7 @@ def _train(config: TrainConfig, run_dir: Path, store, progress, items) -> Path:
             stopping = stop.agreed(accel)
             if stopping or trainer.step % config.checkpoint_every == 0 or trainer.finished() \
                     or trainer.step in trainer.stage_ends():
-                if accel.is_main_process:
-                    trainer.save()
+                trainer.save()  # every process: under FSDP the state is gathered first
                 saved = trainer.step
                 accel.wait_for_everyone()
             if progress is not None:
@@ -139,8 +138,7 @@ def _train(config: TrainConfig, run_dir: Path, store, progress, items) -> Path:
         stop.phase = "done"
         interrupted = stop.signal is not None and not trainer.finished()
         if interrupted and saved != trainer.step:  # abandoned mid-rollout, or before this start's first checkpoint
-            if accel.is_main_process:
-                trainer.save()
+            trainer.save()
             accel.wait_for_everyone()
     if config.report_to:
         accel.end_training()

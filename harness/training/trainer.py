@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -31,9 +32,11 @@ from harness.rollout.generator import seed_for
 from harness.task import Item, Task, get_task
 from harness.training.budget import TokenBudget, problem_chunks
 from harness.training.config import TrainConfig
+from harness.training import fsdp
 from harness.training.losses import truncated_importance_weights
 from harness.training.objective import RLBatch, RLObjective, SFTObjective, TrainContext, TrainableModule
 from harness.training.policy import reference_mode
+from harness.training.policy_rollouts import training_backend
 from harness.training.rewards import GraderReward
 from harness.training.sequences import TokenLogprobs, build_sequences
 from harness.training.sft import SFTSchedule, cross_entropy, sft_batch
@@ -93,6 +96,16 @@ class Trainer:
             from harness.training.policy import enable_gradient_checkpointing
 
             enable_gradient_checkpointing(self.policy)
+        # FSDP (harness/training/fsdp.py): the policy's log-prob module, and a full fine-tune's reference, are
+        # sharded over the processes here; under DDP or one process, accelerate wraps the policy below.
+        self.sharded = None
+        if fsdp.requested(self.accelerator):
+            if isinstance(self.objective, SFTObjective) or training_backend(config) != "hf":
+                raise HarnessError("FSDP trains RL methods with hf rollouts for now (SFT methods and the vllm and "
+                                   "llamacpp rollout backends run under DDP or on one process)")
+            self.sharded = fsdp.ShardedLogprobs(TokenLogprobs(self.policy), self.accelerator.device)
+            if self.reference is not None:
+                self.reference = fsdp.ShardedLogprobs(TokenLogprobs(self.reference), self.accelerator.device).root
         from harness.training.policy_rollouts import rollout_generator  # hf: the decode engine over the policy
 
         self.generator = rollout_generator(config, loaded, self.policy, run_dir, self.accelerator.num_processes)
@@ -120,13 +133,18 @@ class Trainer:
         schedules = [lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0] + [lambda s: 1.0] * len(self.modules)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
         # DDP wraps the policy only; a declared module's gradients are averaged in `_optimizer_step`.
-        self.logprobs_model, self.optimizer, self.scheduler = self.accelerator.prepare(
-            TokenLogprobs(self.policy), optimizer, scheduler)
+        if self.sharded is not None:  # already sharded; accelerate would wrap it in DDP on CPUs
+            self.logprobs_model, self.optimizer, self.scheduler = self.sharded.root, optimizer, scheduler
+        else:
+            self.logprobs_model, self.optimizer, self.scheduler = self.accelerator.prepare(
+                TokenLogprobs(self.policy), optimizer, scheduler)
         for params in self.module_params:  # trainable from now on, whichever LoRA adapter is active
             for p in params.values():
                 p.requires_grad_(True)
-        self.reference_logprobs = TokenLogprobs(self.reference) if self.reference is not None else \
-            self.accelerator.unwrap_model(self.logprobs_model)
+        if self.reference is None:
+            self.reference_logprobs = self.accelerator.unwrap_model(self.logprobs_model)
+        else:
+            self.reference_logprobs = self.reference if self.sharded is not None else TokenLogprobs(self.reference)
         self.rewards = GraderReward()
         self.step = 0
         self.cursor = Cursor()
@@ -172,8 +190,9 @@ class Trainer:
                                    seed_for(self.config.seed, "train", self.step, self.accelerator.process_index, calls))
         self.policy.eval()
         try:
-            found = run_episodes(self.task, self.method, items, self.generator, params, turns, self.pool,
-                                 episodes=episodes)
+            with self.sharded.gathered() if self.sharded is not None else nullcontext():
+                found = run_episodes(self.task, self.method, items, self.generator, params, turns, self.pool,
+                                     episodes=episodes)
         finally:
             self.policy.train()
         self.budget.add(found)
@@ -230,8 +249,10 @@ class Trainer:
     def _optimizer_step(self, logs: dict[str, float]) -> dict[str, float]:
         config = self.config
         if config.max_grad_norm > 0:
-            logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(list(self.policy_params.values()),
-                                                                       config.max_grad_norm))
+            params = list(self.policy_params.values())
+            norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm) if self.sharded is not None \
+                else self.accelerator.clip_grad_norm_(params, config.max_grad_norm)
+            logs["grad_norm"] = float(fsdp.full_tensor(norm))
         for module, params in zip(self.modules, self.module_params):
             grads = [p for p in params.values() if p.grad is not None]
             if self.accelerator.num_processes > 1:  # outside DDP: average its gradients here
@@ -347,7 +368,9 @@ class Trainer:
     def _logprobs(self, module, part, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """[K, E, T] log-probs for every attempt from ONE forward over the whole sequence."""
         union = part.action_masks.sum(0).clamp(max=1)
-        logp, entropy = module(part.input_ids, part.attention_mask, union, with_entropy)
+        # a prepared (DDP) module autocasts by itself; a sharded one is not prepared
+        with self.accelerator.autocast() if self.sharded is not None else nullcontext():
+            logp, entropy = module(part.input_ids, part.attention_mask, union, with_entropy)
         k = part.action_masks.shape[0]
         stack = lambda t: torch.stack([t * part.action_masks[a] for a in range(k)])  # noqa: E731
         return stack(logp), (stack(entropy) if entropy is not None else None)
@@ -369,10 +392,16 @@ class Trainer:
         ckpt.set_rng_state(rng)
         self.budget.drop()
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Every process calls it (under FSDP the state is gathered first); the main process writes."""
         modules = {m.name: ckpt.trainable_state(params) for m, params in zip(self.modules, self.module_params)}
-        parts = {"weights": ckpt.trainable_state(self.policy_params),
-                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+        sharded = self.sharded is not None
+        weights = fsdp.full_state(self.policy_params) if sharded else None
+        optimizer = fsdp.full_optimizer_state(self.optimizer) if sharded else None
+        if not self.accelerator.is_main_process:
+            return None
+        parts = {"weights": weights or ckpt.trainable_state(self.policy_params),
+                 "optimizer": optimizer or self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": ckpt.rng_state(), "method": modules}
         folder = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, parts,
                                       {"cursor": asdict(self.cursor), "config": self.config.settings(),
@@ -394,13 +423,14 @@ class Trainer:
         if set(modules) != {m.name for m in self.modules}:
             raise HarnessError(f"{folder}: its modules ({', '.join(sorted(modules)) or 'policy only'}) are not the "
                                f"ones {self.config.method} trains; written by another version of the method?")
+        fsdp.load_full_state(self.policy_params, ckpt.load_state(folder, "weights"))  # a shard each, under FSDP
         with torch.no_grad():
-            for name, value in ckpt.load_state(folder, "weights").items():
-                self.policy_params[name].copy_(value)
             for module, params in zip(self.modules, self.module_params):
                 for name, value in modules[module.name].items():
                     params[name].copy_(value)
-        self.optimizer.load_state_dict(ckpt.load_state(folder, "optimizer"))
+        optimizer = ckpt.load_state(folder, "optimizer")
+        self.optimizer.load_state_dict(fsdp.shard_optimizer_state(self.optimizer, optimizer)
+                                       if self.sharded is not None else optimizer)
         self.scheduler.load_state_dict(ckpt.load_state(folder, "scheduler"))
         ckpt.set_rng_state(ckpt.load_state(folder, "rng"))
         state = json.loads((folder / "trainer_state.json").read_text())
