@@ -29,7 +29,8 @@ BIN = Path(sys.executable).parent
 @pytest.mark.slow
 @pytest.mark.parametrize("method, launch, full", [("score", "ddp", False), ("a2c2stage", "ddp", False),
                                                   ("score", "fsdp", False), ("a2c2stage", "fsdp", False),
-                                                  ("score", "fsdp", True)])
+                                                  ("score", "fsdp", True), ("pair-sft", "ddp", False),
+                                                  ("pair-sft", "fsdp", False)])
 def test_two_process_update_equals_one_process(tmp_path, method, launch, full):
     """DDP, and FSDP (harness/training/fsdp.py: layers and the log-prob root sharded over 2 gloo processes;
     gradients and weights gathered for the comparison), with LoRA and (full) full fine-tuning, whose

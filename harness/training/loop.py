@@ -97,6 +97,7 @@ def _train(config: TrainConfig, run_dir: Path, store, progress, items) -> Path:
                 if trainer.sft is not None:
                     examples, stats = trainer.sft_examples()
                     batch = trainer.sft.batch(trainer.step, examples, config.problems_per_step)
+                    batch = batch[accel.process_index :: accel.num_processes]  # this process's share
                 else:
                     episodes = trainer.rollout(trainer.next_problems())
                 rollout_s = time.perf_counter() - start

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from harness.training.objective import TrainContext
 
 
+# A collection's stats that are shares (averaged over processes); the rest are counts (summed).
+RATE_STATS = frozenset({"r1", "r2"})
+
+
 @dataclass
 class SFTExample:
     problem_id: str

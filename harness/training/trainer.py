@@ -39,7 +39,7 @@ from harness.training.policy import reference_mode
 from harness.training.policy_rollouts import training_backend
 from harness.training.rewards import GraderReward
 from harness.training.sequences import TokenLogprobs, build_sequences
-from harness.training.sft import SFTSchedule, cross_entropy, sft_batch
+from harness.training.sft import RATE_STATS, SFTExample, SFTSchedule, cross_entropy, sft_batch
 
 
 @dataclass
@@ -82,8 +82,9 @@ class Trainer:
         if self.method.objective is None:
             raise HarnessError(f"method {config.method!r} is {self.method.kind}: it has nothing to train")
         self.objective: RLObjective | SFTObjective = self.method.objective(self.method)  # what is optimised
-        if isinstance(self.objective, SFTObjective) and self.accelerator.num_processes > 1:
-            raise HarnessError(f"{config.method} collects its data on one process; multi-process SFT is not supported yet")
+        if isinstance(self.objective, SFTObjective) and self.accelerator.num_processes > 1 and config.rollout_tokens:
+            raise HarnessError(f"{config.method} on a token budget collects on one process; drop rollout_tokens to "
+                               "train it on several")
         self.items = items if items is not None else self.task.load(config.split, config.data_dir)
         loaded = self._load_model(config.model)
         self.loaded = loaded
@@ -100,9 +101,9 @@ class Trainer:
         # sharded over the processes here; under DDP or one process, accelerate wraps the policy below.
         self.sharded = None
         if fsdp.requested(self.accelerator):
-            if isinstance(self.objective, SFTObjective) or training_backend(config) != "hf":
-                raise HarnessError("FSDP trains RL methods with hf rollouts for now (SFT methods and the vllm and "
-                                   "llamacpp rollout backends run under DDP or on one process)")
+            if training_backend(config) != "hf":
+                raise HarnessError("FSDP samples with hf rollouts for now (the vllm and llamacpp rollout backends "
+                                   "run under DDP or on one process)")
             self.sharded = fsdp.ShardedLogprobs(TokenLogprobs(self.policy), self.accelerator.device)
             if self.reference is not None:
                 self.reference = fsdp.ShardedLogprobs(TokenLogprobs(self.reference), self.accelerator.device).root
@@ -310,8 +311,9 @@ class Trainer:
         """The objective's collection for `iteration`: `collect_problems` problems, or on a token budget
         the iteration's share of it (at most `collect_problems` if set, else one pass over the split); the
         data cursor then stands after the problems actually sampled."""
-        if not self.budget.limit:
+        if not self.budget.limit:  # each process collects from its share of the problems; all get every example
             examples, stats = self.objective.collect(self.context, self.next_problems(self.sft.collect_problems))
+            examples, stats = gather_collection(self.accelerator, examples, stats)
             return examples, {**stats, "collected_tokens": float(self.budget.settle(self.accelerator))}
         start = copy.deepcopy(self.cursor)
         problems = self.next_problems(self.objective.opts.collect_problems or len(self.items))
@@ -345,24 +347,32 @@ class Trainer:
         return self.step >= self.total_steps() or (self.sft is None and self.budget.spent())
 
     def sft_update(self, examples: list) -> dict[str, float]:
-        """Cross-entropy on the examples' target spans only, in grad_accum micro-batches, then one step."""
-        if not examples:  # nothing collected this iteration (e.g. no wrong->right pair): no update
+        """Cross-entropy on the examples' target spans only, in grad_accum micro-batches, then one step. Under
+        several processes `examples` is this process's share of the step's batch: the loss is the token mean
+        over the whole batch (DDP and FSDP average gradients over processes, hence the factor `world`)."""
+        world = self.accelerator.num_processes
+        local_tokens = float(sum(stop - start for e in examples for start, stop in e.spans))
+        count, most, total_tokens = _over_processes(self.accelerator, len(examples), len(examples), local_tokens)
+        if count == 0 or total_tokens == 0:  # nothing collected (no wrong->right pair), or only empty targets
             return self._skip_step()
-        sequences = sft_batch(examples, self.tokenizer.pad_token_id)
-        parts = max(1, min(self.config.grad_accum, len(examples)))
+        # Every process runs the same number of passes (DDP and FSDP meet at each backward); one with no
+        # example of its own runs a filler row whose loss is weighted 0.
+        parts = max(1, min(self.config.grad_accum, int(most)))
+        filler = not examples
+        sequences = sft_batch(examples or [SFTExample("filler", [self.tokenizer.pad_token_id] * 2, [(1, 2)])],
+                              self.tokenizer.pad_token_id)
         rows = list(range(len(examples)))
         micro = [rows[i::parts] for i in range(parts)]
-        total_tokens = float(sequences.action_masks.sum())
-        if total_tokens == 0:  # only empty targets (e.g. attempts cut at 0 tokens): nothing to learn from
-            return self._skip_step()
         loss_sum = 0.0
         for chunk in micro:
-            part = sequences.select(chunk).to(self.accelerator.device)
+            weight = 0.0 if filler or not chunk else 1.0
+            part = sequences.select(chunk or [0]).to(self.accelerator.device)
             logp, _ = self._logprobs(self.logprobs_model, part, False)
             # Weighted by the chunk's share of target tokens: the sum over chunks is the batch's token mean.
-            loss = cross_entropy(logp[0], part.action_masks[0]) * float(part.action_masks.sum()) / total_tokens
-            self.accelerator.backward(loss)
+            loss = cross_entropy(logp[0], part.action_masks[0]) * float(part.action_masks.sum()) / total_tokens * weight
+            self.accelerator.backward(loss * world)
             loss_sum += float(loss.detach())
+        loss_sum = _over_processes(self.accelerator, loss_sum)[0]
         return self._optimizer_step({"loss": loss_sum, "sft_tokens": total_tokens})
 
     def _logprobs(self, module, part, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -438,6 +448,30 @@ class Trainer:
         self.budget.generated = int(state.get("rollout_tokens", 0))  # 0 in checkpoints from before the budget
         self.objective.load_state(state.get("objective") or {})
         self._policy_changed()
+
+
+def _over_processes(accelerator, *values: float) -> list[float]:
+    """The values summed over processes, except the second: its largest (one process: the values as they are)."""
+    if accelerator.num_processes == 1:
+        return list(values)
+    found = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    summed = accelerator.reduce(found, "sum").tolist()
+    if len(values) > 1:
+        summed[1] = float(accelerator.gather(found[1:2]).max())
+    return summed
+
+
+def gather_collection(accelerator, examples: list, stats: dict[str, float]) -> tuple[list, dict[str, float]]:
+    """Every process's collected examples, in process order, on every process; the collection's stats over
+    all processes: shares (RATE_STATS) averaged (the processes sampled equally many problems), counts summed."""
+    if accelerator.num_processes == 1:
+        return examples, stats
+    from accelerate.utils import gather_object
+
+    examples = gather_object([examples])
+    every = gather_object([stats])
+    combined = {k: sum(s[k] for s in every) / (len(every) if k in RATE_STATS else 1) for k in stats}
+    return [e for share in examples for e in share], combined
 
 
 def _split_by_group(groups: list[int], parts: int) -> list[list[int]]:
