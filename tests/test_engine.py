@@ -15,19 +15,14 @@ from harness.models import load_model
 from harness.rollout import EngineGenerator, HFGenerator, SamplingParams, run_episodes
 from harness.rollout.kvcache import KVStash
 from harness.task import get_task
+from wide_models import widen
 
 
 @pytest.fixture(scope="module", params=["tiny-random", "tiny-random-llama"])
 def tiny(request):
     """A tiny model with weights drawn wide enough that greedy text varies by prompt and step (at the
     stored init every row repeats one token, which would make any two paths agree)."""
-    loaded = load_model(request.param, dtype="float32")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in loaded.model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.3)
-    return loaded
+    return widen(load_model(request.param, dtype="float32"))
 
 
 @pytest.fixture(scope="module")

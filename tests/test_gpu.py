@@ -22,6 +22,7 @@ from harness.rollout import EngineGenerator, HFGenerator, SamplingParams, run_ep
 from harness.task import get_task
 from harness.training.config import load_train_config
 from harness.training.loop import train
+from wide_models import widen
 
 # cuBLAS is deterministic for a fixed shape only with a fixed workspace; it reads this when first used.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -39,13 +40,7 @@ NEAR_TIE = 2.0 ** -5
 def wide_bf16(request):
     """A tiny model in bf16 on the device, weights drawn wide enough that greedy text varies by prompt and
     step (at the stored init every row repeats one token, which would make any two paths agree)."""
-    loaded = load_model(request.param, dtype="bfloat16", device=DEVICE)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in loaded.model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.3)
-    return loaded
+    return widen(load_model(request.param, dtype="bfloat16", device=DEVICE))
 
 
 def _with_stop(generator, stop: int):
