@@ -1,31 +1,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from shared_fixtures import data_dir, pool  # noqa: F401  (fixtures shared with tests_vllm/)
 
 # `--dtype auto` means bf16 on CPUs with native bf16 (AVX512-BF16, AMX) and float32 elsewhere: the suite
 # keeps float32 on every CPU (subprocesses inherit this), so what it asserts does not depend on the CPU
 # CI draws. tests/test_models.py checks the rule itself; bf16 paths are tested with explicit dtypes.
 os.environ.setdefault("HARNESS_AUTO_BF16_CPU", "0")
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The shared offline data (../shared/data beside the checkout, or HARNESS_DATA_DIR)."""
-    path = Path(os.environ.get("HARNESS_DATA_DIR") or REPO.parent / "shared" / "data")
-    if not (path / "gsm8k" / "test.jsonl").is_file():
-        pytest.fail(f"offline data not found at {path}; set HARNESS_DATA_DIR")
-    return path
-
-
-@pytest.fixture(scope="module")
-def pool():
-    """One grading worker shared by a test module's rollouts."""
-    from harness.grading import GradingPool
-
-    with GradingPool(workers=1) as p:
-        yield p

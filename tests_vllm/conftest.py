@@ -9,31 +9,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the shared fixtures and the wide-model helper live there
+
+from shared_fixtures import data_dir, pool  # noqa: E402,F401
+
 # vLLM's CPU build on a small machine: both cores, a 1 GiB KV cache, the engine in this process.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    path = Path(os.environ.get("HARNESS_DATA_DIR") or REPO.parent / "shared" / "data")
-    if not (path / "gsm8k" / "test.jsonl").is_file():
-        pytest.fail(f"offline data not found at {path}; set HARNESS_DATA_DIR")
-    return path
-
-
-@pytest.fixture(scope="module")
-def pool():
-    from harness.grading import GradingPool
-
-    with GradingPool(workers=1) as p:
-        yield p
 
 
 @pytest.fixture(scope="session")
 def wide_model(tmp_path_factory) -> Path:
     """tiny-random-s (head_dim 32: vLLM's CPU attention takes no less) with weights drawn wide enough
     that greedy text varies by prompt and step, saved as a model folder both backends load."""
-    sys.path.insert(0, str(REPO / "tests"))
     from wide_models import save_wide_model
 
     folder = tmp_path_factory.mktemp("wide-tiny-random-s")

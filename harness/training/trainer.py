@@ -352,12 +352,12 @@ class Trainer:
         over the whole batch (DDP and FSDP average gradients over processes, hence the factor `world`)."""
         world = self.accelerator.num_processes
         local_tokens = float(sum(stop - start for e in examples for start, stop in e.spans))
-        count, most, total_tokens = _over_processes(self.accelerator, len(examples), len(examples), local_tokens)
+        count, total_tokens = _summed(self.accelerator, len(examples), local_tokens)
         if count == 0 or total_tokens == 0:  # nothing collected (no wrong->right pair), or only empty targets
             return self._skip_step()
         # Every process runs the same number of passes (DDP and FSDP meet at each backward); one with no
         # example of its own runs a filler row whose loss is weighted 0.
-        parts = max(1, min(self.config.grad_accum, int(most)))
+        parts = max(1, min(self.config.grad_accum, int(_largest(self.accelerator, len(examples)))))
         filler = not examples
         sequences = sft_batch(examples or [SFTExample("filler", [self.tokenizer.pad_token_id] * 2, [(1, 2)])],
                               self.tokenizer.pad_token_id)
@@ -372,7 +372,7 @@ class Trainer:
             loss = cross_entropy(logp[0], part.action_masks[0]) * float(part.action_masks.sum()) / total_tokens * weight
             self.accelerator.backward(loss * world)
             loss_sum += float(loss.detach())
-        loss_sum = _over_processes(self.accelerator, loss_sum)[0]
+        loss_sum = _summed(self.accelerator, loss_sum)[0]
         return self._optimizer_step({"loss": loss_sum, "sft_tokens": total_tokens})
 
     def _logprobs(self, module, part, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -405,13 +405,13 @@ class Trainer:
     def save(self) -> Path | None:
         """Every process calls it (under FSDP the state is gathered first); the main process writes."""
         modules = {m.name: ckpt.trainable_state(params) for m, params in zip(self.modules, self.module_params)}
-        sharded = self.sharded is not None
-        weights = fsdp.full_state(self.policy_params) if sharded else None
-        optimizer = fsdp.full_optimizer_state(self.optimizer) if sharded else None
+        if self.sharded is not None:  # collectives: every process takes part
+            weights, optimizer = fsdp.full_state(self.policy_params), fsdp.full_optimizer_state(self.optimizer)
+        else:
+            weights, optimizer = ckpt.trainable_state(self.policy_params), self.optimizer.state_dict()
         if not self.accelerator.is_main_process:
             return None
-        parts = {"weights": weights or ckpt.trainable_state(self.policy_params),
-                 "optimizer": optimizer or self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+        parts = {"weights": weights, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
                  "rng": ckpt.rng_state(), "method": modules}
         folder = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, parts,
                                       {"cursor": asdict(self.cursor), "config": self.config.settings(),
@@ -450,15 +450,18 @@ class Trainer:
         self._policy_changed()
 
 
-def _over_processes(accelerator, *values: float) -> list[float]:
-    """The values summed over processes, except the second: its largest (one process: the values as they are)."""
+def _summed(accelerator, *values: float) -> list[float]:
+    """Each value summed over processes (one process: the values as they are)."""
     if accelerator.num_processes == 1:
         return list(values)
-    found = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
-    summed = accelerator.reduce(found, "sum").tolist()
-    if len(values) > 1:
-        summed[1] = float(accelerator.gather(found[1:2]).max())
-    return summed
+    return accelerator.reduce(torch.tensor(values, dtype=torch.float64, device=accelerator.device), "sum").tolist()
+
+
+def _largest(accelerator, value: float) -> float:
+    """The value's largest over processes."""
+    if accelerator.num_processes == 1:
+        return value
+    return float(accelerator.gather(torch.tensor([value], dtype=torch.float64, device=accelerator.device)).max())
 
 
 def gather_collection(accelerator, examples: list, stats: dict[str, float]) -> tuple[list, dict[str, float]]:
