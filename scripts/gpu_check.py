@@ -74,15 +74,9 @@ def timing(model_spec: str, rows: int, new_tokens: int, device: str) -> dict:
 
 
 def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
+    from harness.manifest import package_versions
 
-    found = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "peft", "accelerate"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
+    return {"python": platform.python_version(), **package_versions()}
 
 
 def main() -> int:
