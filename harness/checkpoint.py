@@ -11,7 +11,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -94,17 +93,30 @@ def trainable_state(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Te
 STATE_FILE = "trainer_state.json"
 
 
-def save_checkpoint(root: Path, step: int, parts: dict[str, Any], counters: dict[str, Any], keep: int = 2) -> Path:
+def temp_folder(root: Path, step: int, create: bool = True) -> Path:
+    """Where step's checkpoint is written before its rename: one name every process of a run can find (the
+    run folder's lock keeps a second run out). `create`: empty it first (the writing process; under FSDP
+    the main one, before the others write their shards into it)."""
+    tmp = root / f".step-{step:06d}"
+    if create:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    return tmp
+
+
+def save_checkpoint(root: Path, step: int, parts: dict[str, Any], counters: dict[str, Any], keep: int = 2,
+                    written: bool = False) -> Path:
+    """Save `parts` and the counters as step's checkpoint. `written`: `temp_folder` already holds files
+    (the processes' shards under FSDP); they are checksummed and renamed into place with the rest."""
     final = root / f"step-{step:06d}"
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".step-", dir=root))
+    tmp = temp_folder(root, step, create=not written)
     try:
         for name, state in parts.items():
             save_state(tmp, name, state)
-        files = {f.name: file_sha256(f) for f in sorted(tmp.iterdir())}
+        files = {f.relative_to(tmp).as_posix(): file_sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **counters, "files": files}, indent=2))
-        for f in tmp.iterdir():  # data on disk before the rename makes the checkpoint visible
-            _fsync_file(f)
+        for f in tmp.rglob("*"):  # data on disk before the rename makes the checkpoint visible
+            _fsync_file(f) if f.is_file() else fsync_dir(f)
         fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
@@ -143,8 +155,8 @@ def damage(folder: Path, only: tuple[str, ...] | None = None) -> str | None:
         return f"{STATE_FILE} holds no step"
     files = state.get("files")
     if isinstance(files, dict):
-        for name, digest in files.items():
-            if only is not None and name not in only:
+        for name, digest in files.items():  # a name ending in / in `only` stands for the files under it
+            if only is not None and not any(name == o or (o.endswith("/") and name.startswith(o)) for o in only):
                 continue
             path = folder / name
             if not path.is_file():
@@ -195,7 +207,7 @@ def require_checkpoint(run_dir: Path, say_fallback: bool = False) -> Path:
     is named in one line: scores of an older checkpoint must not pass for the final ones."""
     if not run_dir.is_dir():
         raise HarnessError(f"{run_dir}: no such run folder")
-    found, damaged = _newest_intact(run_dir, ("weights.safetensors", "weights.json"))
+    found, damaged = _newest_intact(run_dir, WEIGHTS)
     if found is None:
         raise HarnessError(f"{run_dir}: no checkpoint found under checkpoints/{' (all damaged)' if damaged else ''}")
     for folder, why in damaged if say_fallback else ():
@@ -210,7 +222,53 @@ def require_checkpoint(run_dir: Path, say_fallback: bool = False) -> Path:
 # newest intact one, `step-N` that step's checkpoint.
 
 SELECTIONS = "best, last or step-N"
-WEIGHTS = ("weights.safetensors", "weights.json")  # what an evaluation reads of a checkpoint
+# What an evaluation reads of a checkpoint: one file, or the processes' shards of an FSDP run (weights.dcp/).
+WEIGHTS = ("weights.safetensors", "weights.json", "weights.dcp/")
+
+
+def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's trainable weights as whole CPU tensors, whether one process or FSDP's (a sharded
+    checkpoint, torch.distributed.checkpoint) wrote them; read in this process alone."""
+    sharded = folder / "weights.dcp"
+    if not sharded.is_dir():
+        return load_state(folder, "weights")
+    saved = sharded_metadata(sharded)
+    weights = {name: torch.empty(tuple(meta.size), dtype=meta.properties.dtype) for name, meta in saved.items()}
+    read_sharded(weights, sharded)
+    return weights
+
+
+def sharded_metadata(folder: Path) -> dict[str, Any]:
+    """What a torch.distributed.checkpoint folder holds: each key's size and dtype."""
+    import torch.distributed.checkpoint as dcp
+
+    return dcp.FileSystemReader(folder).read_metadata().state_dict_metadata
+
+
+def read_sharded(state: dict[str, Any], folder: Path) -> None:
+    """Fill `state`'s tensors in place from a torch.distributed.checkpoint folder: a DTensor gets its shard,
+    a plain tensor the whole. A collective under a process group; in a process alone, a plain read."""
+    import warnings
+
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    alone = not (dist.is_available() and dist.is_initialized())
+    with warnings.catch_warnings():  # DCP warns on every read without a process group: here that is the intent
+        warnings.filterwarnings("ignore", message="torch.distributed is .*single process")
+        dcp.load(state, checkpoint_id=folder, no_dist=alone)
+
+
+def weights_digest(folder: Path) -> str:
+    """The sha256 that names a checkpoint's weights in a manifest: of weights.safetensors, or of the
+    listing (name and sha256) of a sharded checkpoint's weight files."""
+    if not (folder / "weights.dcp").is_dir():
+        return file_sha256(folder / "weights.safetensors")
+    import hashlib
+
+    listing = "".join(f"{f.relative_to(folder).as_posix()} {file_sha256(f)}\n"
+                      for f in sorted((folder / "weights.dcp").rglob("*")) if f.is_file())
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def window_reward(records: list[dict[str, Any]]) -> float | None:

@@ -389,7 +389,7 @@ def load_trained_policy(run_dir: Path, dtype: str = "auto", device: str = "auto"
     into the base, so generation runs at base-model speed."""
     import torch
 
-    from harness.checkpoint import load_state, select_checkpoint
+    from harness.checkpoint import load_weights, select_checkpoint, weights_digest
     from harness.config import build
     from harness.lora import LoraSettings, attach_lora
     from harness.store import read_run_config
@@ -399,7 +399,7 @@ def load_trained_policy(run_dir: Path, dtype: str = "auto", device: str = "auto"
     loaded = load_model(config["model"], dtype, device)
     lora = build(LoraSettings, config.get("lora", {}), "lora")
     model = attach_lora(loaded.model, lora, config.get("seed", 0))
-    weights = load_state(folder, "weights")
+    weights = load_weights(folder)
     named = dict(model.named_parameters())
     missing = sorted(set(weights) - set(named))
     if missing:
@@ -412,5 +412,5 @@ def load_trained_policy(run_dir: Path, dtype: str = "auto", device: str = "auto"
     model.eval()
     loaded.model = model
     loaded.model_id = f"{loaded.model_id}+{Path(run_dir).name}/{folder.name}"
-    loaded.weights_sha256 = file_sha256(folder / "weights.safetensors")
+    loaded.weights_sha256 = weights_digest(folder)
     return loaded

@@ -17,8 +17,8 @@ import yaml
 from typer.testing import CliRunner
 
 import toy_task  # noqa: F401  (registers the toy-digit task)
-from harness.checkpoint import (choose_checkpoint, save_checkpoint, select_checkpoint, selection_label,
-                                train_reward, window_reward)
+from harness.checkpoint import (WEIGHTS, choose_checkpoint, damage, load_weights, save_checkpoint, select_checkpoint,
+                                selection_label, temp_folder, train_reward, weights_digest, window_reward)
 from harness.cli import app
 from harness.compare import CompareConfig, plan
 from harness.data import file_sha256
@@ -95,6 +95,34 @@ def test_a_damaged_best_falls_back_to_the_next_best_saying_so(tmp_path, capsys):
     assert "step-000004: damaged (weights.safetensors changed" in line and "using step-000008" in line
     with pytest.raises(HarnessError, match="step-000004: damaged"):
         select_checkpoint(run, "step-4")
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")  # DCP's note on saving in one process
+def test_a_sharded_checkpoint_is_checksummed_file_by_file_and_reads_whole(tmp_path):
+    """FSDP's layout (weights.dcp/ and optimizer.dcp/ written by torch.distributed.checkpoint into the temp
+    folder, then the rest and the rename): the weights an evaluation reads are checked by their own files."""
+    import torch.distributed.checkpoint as dcp
+
+    root = tmp_path / "run" / "checkpoints"
+    tmp = temp_folder(root, 3)
+    weights = {"layer.lora_A": torch.arange(6.0).reshape(2, 3), "layer.lora_B": torch.ones(3, 2)}
+    dcp.save(weights, checkpoint_id=tmp / "weights.dcp", no_dist=True)
+    dcp.save({"0": {"step": torch.tensor(3.0), "exp_avg": torch.ones(2, 3)}}, checkpoint_id=tmp / "optimizer.dcp",
+             no_dist=True)
+    folder = save_checkpoint(root, 3, {"scheduler": {"last_epoch": 3}}, {"train_reward": 0.5}, written=True)
+    assert folder.name == "step-000003" and not tmp.exists()
+    loaded = load_weights(folder)
+    assert loaded.keys() == weights.keys() and all(torch.equal(loaded[k], weights[k]) for k in weights)
+    digest = weights_digest(folder)
+    assert damage(folder) is None and damage(folder, WEIGHTS) is None
+    [shard] = (folder / "optimizer.dcp").glob("*.distcp")
+    shard.write_bytes(shard.read_bytes()[:-1])
+    assert damage(folder, WEIGHTS) is None  # an evaluation does not read the optimizer
+    assert damage(folder) == f"optimizer.dcp/{shard.name} changed since it was saved (sha256 differs)"
+    [shard] = (folder / "weights.dcp").glob("*.distcp")
+    shard.write_bytes(shard.read_bytes()[:-1])
+    assert damage(folder, WEIGHTS) == f"weights.dcp/{shard.name} changed since it was saved (sha256 differs)"
+    assert weights_digest(folder) != digest
 
 
 def test_without_recorded_rewards_best_is_the_last_one(tmp_path, capsys):

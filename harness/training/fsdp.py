@@ -13,17 +13,22 @@ every training pass's entry point) is the FSDP root, and rollouts run on unshard
 - Rollouts (`gathered`): each process samples its own problems, so sequences end at different steps on
   different processes; a sharded forward would all-gather at every layer and deadlock. The weights are
   gathered once before sampling and stay whole until it ends (memory: one full copy while sampling).
-- Checkpoints (`full_state`, `load_full_state`): the trainable weights and the optimizer's moments are
-  gathered to full tensors, so a checkpoint is the same file as a one-process run's (it resumes under
-  either, and `harness eval --checkpoint` reads it); each process takes back its shard on load. This keeps
-  the single-writer, rename-into-place save; it costs one full copy of the trainable state on the main
-  process while saving (for LoRA, megabytes).
+- Checkpoints (`save_sharded`, `load_sharded`): each process writes its own shards of the trainable weights
+  and of the optimizer's moments with torch.distributed.checkpoint (DCP, what accelerate's `save_state`
+  runs for FSDP's sharded state dicts) into the checkpoint's temp folder (`weights.dcp/`, `optimizer.dcp/`);
+  the main process adds the small parts (scheduler, RNG, counters) and renames the folder into place, so a
+  killed save never looks complete and no process ever holds a full copy of a 7B model's state. DCP
+  reshards on load: a checkpoint resumes under any number of processes, FSDP or not, and `harness eval
+  --checkpoint` reads its weights whole (`harness.checkpoint.load_weights`). A one-process checkpoint
+  (`weights.safetensors`) resumes under FSDP too: each process takes its shard (`load_full_state`).
 """
 
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -39,11 +44,18 @@ def requested(accelerator) -> bool:
     return accelerator.num_processes > 1 and (accelerator.distributed_type == DistributedType.FSDP or flag)
 
 
+@cache
+def _mesh(device_type: str, processes: int):
+    """One device mesh over all processes, shared by the policy and a full fine-tune's reference."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh(device_type, (processes,))
+
+
 class ShardedLogprobs:
     """A `TokenLogprobs` over a causal LM, sharded with FSDP2 over all processes (see the module's note)."""
 
     def __init__(self, logprobs: nn.Module, device: torch.device):
-        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import FSDPModule, fully_shard
 
         lm = logprobs.lm
@@ -54,7 +66,7 @@ class ShardedLogprobs:
             from harness.errors import HarnessError
 
             raise HarnessError(f"FSDP: {type(base).__name__} names no decoder layer class (_no_split_modules)")
-        mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
+        mesh = _mesh(device.type, torch.distributed.get_world_size())
         for layer in layers:
             fully_shard(layer, mesh=mesh)
         fully_shard(logprobs, mesh=mesh)
@@ -95,17 +107,43 @@ def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if is_sharded(tensor) else tensor
 
 
-def full_state(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # cloned: a gathered tensor can be a view into the all-gather's buffer, which safetensors refuses
-    return {name: full_tensor(p.detach()).cpu().clone() for name, p in params.items()}
+def save_sharded(folder: Path, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
+    """This process's shards of the trainable weights and the optimizer's moments into `folder` (DCP; a
+    collective: every process calls it with the same folder). Replicated tensors (a step count, an
+    unsharded module's moments) are written once. The optimizer's param groups hold no tensors: they go
+    with the main process's parts."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.save({name: p.detach() for name, p in params.items()}, checkpoint_id=folder / "weights.dcp")
+    dcp.save({str(index): dict(entry) for index, entry in optimizer.state_dict()["state"].items()},
+             checkpoint_id=folder / "optimizer.dcp")
 
 
-def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """The optimizer's state dict with every sharded moment gathered (collective)."""
-    state = optimizer.state_dict()
-    state["state"] = {index: {k: full_tensor(v).cpu().clone() if torch.is_tensor(v) else v for k, v in entry.items()}
-                      for index, entry in state["state"].items()}
-    return state
+def load_sharded(folder: Path, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+                 groups: list[dict[str, Any]]) -> None:
+    """Weights and optimizer state from a checkpoint `save_sharded` wrote, each process reading the part
+    its parameters hold (a DTensor its shard, a plain tensor the whole): any process count resumes it."""
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    from harness.checkpoint import read_sharded, sharded_metadata
+
+    weights = {name: torch.empty_like(p.detach()) for name, p in params.items()}
+    read_sharded(weights, folder / "weights.dcp")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    flat = [p for group in optimizer.param_groups for p in group["params"]]
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    for key, meta in sharded_metadata(folder / "optimizer.dcp").items():
+        index, field = key.split(".", 1)
+        if not isinstance(meta, TensorStorageMetadata):
+            raise ValueError(f"{folder / 'optimizer.dcp'}: {key} is no tensor")
+        param = flat[int(index)]  # a moment has its parameter's shape and layout; a step count is a scalar
+        like_param = tuple(meta.size) == tuple(param.shape)
+        state.setdefault(index, {})[field] = torch.zeros_like(param.detach(), dtype=meta.properties.dtype) \
+            if like_param else torch.zeros(tuple(meta.size), dtype=meta.properties.dtype)
+    read_sharded(state, folder / "optimizer.dcp")
+    optimizer.load_state_dict({"state": {int(i): entry for i, entry in state.items()}, "param_groups": groups})
 
 
 def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

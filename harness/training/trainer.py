@@ -403,17 +403,23 @@ class Trainer:
         self.budget.drop()
 
     def save(self) -> Path | None:
-        """Every process calls it (under FSDP the state is gathered first); the main process writes."""
-        modules = {m.name: ckpt.trainable_state(params) for m, params in zip(self.modules, self.module_params)}
-        if self.sharded is not None:  # collectives: every process takes part
-            weights, optimizer = fsdp.full_state(self.policy_params), fsdp.full_optimizer_state(self.optimizer)
+        """Every process calls it; the main process writes, except under FSDP, where each process first
+        writes its shards of the weights and optimizer state into the checkpoint's temp folder."""
+        root = self.run_dir / "checkpoints"
+        main = self.accelerator.is_main_process
+        if self.sharded is not None:
+            if main:
+                ckpt.temp_folder(root, self.step)
+            self.accelerator.wait_for_everyone()
+            fsdp.save_sharded(ckpt.temp_folder(root, self.step, create=False), self.policy_params, self.optimizer)
+            parts = {"optimizer_groups": self.optimizer.state_dict()["param_groups"]}
         else:
-            weights, optimizer = ckpt.trainable_state(self.policy_params), self.optimizer.state_dict()
-        if not self.accelerator.is_main_process:
+            parts = {"weights": ckpt.trainable_state(self.policy_params), "optimizer": self.optimizer.state_dict()}
+        if not main:
             return None
-        parts = {"weights": weights, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
-                 "rng": ckpt.rng_state(), "method": modules}
-        folder = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, parts,
+        modules = {m.name: ckpt.trainable_state(params) for m, params in zip(self.modules, self.module_params)}
+        parts |= {"scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_state(), "method": modules}
+        folder = ckpt.save_checkpoint(root, self.step, parts, written=self.sharded is not None, counters=
                                       {"cursor": asdict(self.cursor), "config": self.config.settings(),
                                        "objective": self.objective.state(), "rollout_tokens": self.budget.generated,
                                        "finished": self.finished(), **self.window_reward()})
@@ -433,14 +439,17 @@ class Trainer:
         if set(modules) != {m.name for m in self.modules}:
             raise HarnessError(f"{folder}: its modules ({', '.join(sorted(modules)) or 'policy only'}) are not the "
                                f"ones {self.config.method} trains; written by another version of the method?")
-        fsdp.load_full_state(self.policy_params, ckpt.load_state(folder, "weights"))  # a shard each, under FSDP
         with torch.no_grad():
             for module, params in zip(self.modules, self.module_params):
                 for name, value in modules[module.name].items():
                     params[name].copy_(value)
-        optimizer = ckpt.load_state(folder, "optimizer")
-        self.optimizer.load_state_dict(fsdp.shard_optimizer_state(self.optimizer, optimizer)
-                                       if self.sharded is not None else optimizer)
+        if (folder / "weights.dcp").is_dir():  # written under FSDP: each process reads what it holds
+            fsdp.load_sharded(folder, self.policy_params, self.optimizer, ckpt.load_state(folder, "optimizer_groups"))
+        else:  # one file: under FSDP each process takes its shard of it
+            fsdp.load_full_state(self.policy_params, ckpt.load_state(folder, "weights"))
+            optimizer = ckpt.load_state(folder, "optimizer")
+            self.optimizer.load_state_dict(fsdp.shard_optimizer_state(self.optimizer, optimizer)
+                                           if self.sharded is not None else optimizer)
         self.scheduler.load_state_dict(ckpt.load_state(folder, "scheduler"))
         ckpt.set_rng_state(ckpt.load_state(folder, "rng"))
         state = json.loads((folder / "trainer_state.json").read_text())
