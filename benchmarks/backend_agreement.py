@@ -18,7 +18,7 @@ from paired import first_attempts, report
 
 from harness.grading import GradingPool
 from harness.method import get_method
-from harness.rollout import SamplingParams
+from harness.sampling import SamplingParams
 from harness.rollout.backend import load_for_backend, make_generator
 from harness.task import get_task
 

@@ -18,7 +18,8 @@ from paired import first_attempts, report
 from harness.grading import GradingPool
 from harness.method import get_method
 from harness.models import load_model
-from harness.rollout import EngineGenerator, SamplingParams
+from harness.rollout import EngineGenerator
+from harness.sampling import SamplingParams
 from harness.task import get_task
 
 

@@ -26,7 +26,8 @@ from harness.grading import GradingPool
 from harness.manifest import build_manifest
 from harness.method import get_method
 from harness.metrics import self_correction_metrics
-from harness.rollout import SamplingParams, run_episodes
+from harness.rollout import run_episodes
+from harness.sampling import SamplingParams
 from harness.rollout.backend import load_for_backend, make_generator, resolve_backend
 from harness.task import get_task
 

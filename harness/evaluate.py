@@ -197,7 +197,8 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None, wai
 def _generate(config: EvalConfig, task, method, items, store: RunStore, progress) -> EvalResult:
     """The problems not yet stored, generated and stored as they complete; then the run's metrics."""
     from harness.grading import GradingPool
-    from harness.rollout import SamplingParams, run_episodes
+    from harness.rollout import run_episodes
+    from harness.sampling import SamplingParams
     from harness.rollout.backend import load_for_backend, make_generator
 
     stored = store.load_samples()

@@ -10,6 +10,7 @@ import torch
 
 from harness.config import setting
 from harness.errors import HarnessError
+from harness.sampling import torch_seeded
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -35,7 +36,6 @@ def attach_lora(model: torch.nn.Module, settings: LoraSettings, seed: int) -> to
     # peft asks transformers 5 a deprecated question on every forward; the answer is right, the warning noise.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
 
-    torch.manual_seed(seed)  # LoRA's A matrices are random: same seed, same start
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     targets = [t for t in settings.targets if t in present]
     # The default list covers several architectures and is filtered; targets named by the user must all exist.
@@ -46,6 +46,7 @@ def attach_lora(model: torch.nn.Module, settings: LoraSettings, seed: int) -> to
         raise HarnessError(f"lora.targets: {', '.join(missing)} not in this model; its linear layers: {', '.join(linear)}")
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=targets, task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, config)
+    with torch_seeded(seed):  # LoRA's A matrices are random: same seed, same start
+        peft_model = get_peft_model(model, config)
     peft_model.train()
     return peft_model

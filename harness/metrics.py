@@ -15,6 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from harness.sampling import numpy_rng
+
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 
@@ -94,7 +96,7 @@ def self_correction_metrics(
     if n == 0:
         raise ValueError("no problems to score")
     point = statistics(matrix)
-    rng = np.random.default_rng(seed)
+    rng = numpy_rng(seed)
     # Paired bootstrap: resample problems, keeping each problem's K attempts together.
     draws = statistics(matrix[rng.integers(0, n, size=(resamples, n))])
     low, high = np.percentile(draws, [2.5, 97.5], axis=0)

@@ -209,8 +209,8 @@ def _build_tiny(name: str) -> Callable[[Path], None]:
         config = config_cls(vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=True,
                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                             bos_token_id=tokenizer.pad_token_id, **spec)
-        torch.manual_seed(0)
-        model = transformers.AutoModelForCausalLM.from_config(config)
+        with torch_seeded(0):  # the same random weights on every machine, whoever builds them first
+            model = transformers.AutoModelForCausalLM.from_config(config)
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(target)

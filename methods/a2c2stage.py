@@ -33,6 +33,7 @@ from harness.method import Method, register_method
 from harness.training.losses import KLOptions, entropy_bonus, kl_penalty, reinforce, shaped_second_reward, td_targets
 from harness.training.objective import LossOutput, RLBatch, TrainContext, TrainableModule, TwoStageObjective
 from harness.lora import attach_lora
+from harness.sampling import seed_for
 from harness.training.policy import adapter, adapter_parameters, add_adapter, decoder
 
 
@@ -103,13 +104,13 @@ class Critic(nn.Module):
         # Full fine-tuning has no adapters to share the base with: the critic then loads its own copy.
         self.shared = opts.critic_model is None and hasattr(ctx.policy, "peft_config")
         if self.shared:
-            add_adapter(ctx.policy, "critic", ctx.config.lora)
+            add_adapter(ctx.policy, "critic", ctx.config.lora, seed_for(ctx.config.seed, "critic"))
             self.backbone_owner = [ctx.policy]  # a list: not registered as a submodule (it is the policy)
             self.tokenizer = ctx.tokenizer
             hidden = ctx.policy.get_base_model().config.hidden_size
         else:
             loaded = ctx.load_model(opts.critic_model or ctx.config.model)
-            self.lm = attach_lora(loaded.model, ctx.config.lora, ctx.config.seed + 1)
+            self.lm = attach_lora(loaded.model, ctx.config.lora, seed_for(ctx.config.seed, "critic"))
             self.tokenizer = loaded.tokenizer
             hidden = loaded.model.config.hidden_size
         self.head = nn.Linear(hidden, 1).to(ctx.device)

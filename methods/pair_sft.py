@@ -11,12 +11,12 @@ response give no pair. Fit: attempt 2 on [x, incorrect y, correction instruction
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, replace
 
 from harness.config import setting
 from harness.method import Method, register_method
 from harness.rollout.episode import Episode, Step
+from harness.sampling import rng_for
 from harness.training.objective import SFTObjective
 from harness.training.sft import SFTOptions, example_from_stream
 
@@ -38,7 +38,7 @@ def make_pairs(episodes: list[Episode], seed: int) -> list[tuple[Episode, Step, 
     by_problem: dict[str, list[Episode]] = {}
     for episode in episodes:
         by_problem.setdefault(episode.item.id, []).append(episode)
-    rng = random.Random(f"{seed}:pair-sft")
+    rng = rng_for(seed, "pair-sft")
     pairs = []
     for group in by_problem.values():
         found = [(e, s) for e in group for s in responses(e)]

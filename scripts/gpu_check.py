@@ -50,7 +50,8 @@ def timing(model_spec: str, rows: int, new_tokens: int, device: str) -> dict:
     import torch
 
     from harness.models import load_model
-    from harness.rollout import EngineGenerator, HFGenerator, SamplingParams
+    from harness.rollout import EngineGenerator, HFGenerator
+    from harness.sampling import SamplingParams
     from harness.task import get_task
 
     loaded = load_model(model_spec, dtype="bfloat16", device=device)

@@ -11,6 +11,7 @@ import random
 
 from harness.errors import HarnessError
 from harness.grading import grade_expression
+from harness.sampling import rng_for
 from harness.task import Grade, Item, Message, Task, register_task
 
 SYSTEM = (
@@ -55,7 +56,7 @@ class Countdown(Task):
         items = []
         for i in range(SPLIT_SIZES[split]):
             # A string seed is hashed with sha512 by `random`: stable across runs and platforms.
-            numbers, target, solution = make_puzzle(random.Random(f"countdown:{self.seed}:{split}:{i}"))
+            numbers, target, solution = make_puzzle(rng_for("countdown", self.seed, split, i))
             question = f"Using the numbers {numbers}, create an equation that equals {target}."
             items.append(Item(f"countdown/{split}/{i}", question, solution, {"numbers": numbers, "target": target}))
         return items

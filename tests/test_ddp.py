@@ -18,7 +18,8 @@ import toy_task  # noqa: F401
 from harness.grading import GradingPool
 from harness.method import get_method
 from harness.models import load_model
-from harness.rollout import HFGenerator, SamplingParams, run_episodes
+from harness.rollout import HFGenerator, run_episodes
+from harness.sampling import SamplingParams
 from harness.task import Grade, get_task
 
 SCRIPT = Path(__file__).with_name("ddp_update.py")

@@ -12,7 +12,8 @@ import torch
 
 from harness.method import get_method
 from harness.models import load_model
-from harness.rollout import EngineGenerator, HFGenerator, SamplingParams, run_episodes
+from harness.rollout import EngineGenerator, HFGenerator, run_episodes
+from harness.sampling import SamplingParams
 from harness.rollout.kvcache import KVStash
 from harness.task import get_task
 from wide_models import widen

@@ -45,7 +45,8 @@ def last_user(step) -> str:
 @pytest.mark.parametrize("backend", ["hf", "engine"])  # the batched rounds and the streaming driver
 @pytest.mark.parametrize("method", ["base", "rrr", "self-refine"])
 def test_oracle_ends_correct_episodes_and_tells_wrong_ones(tiny, pool, method, backend):
-    from harness.rollout import SamplingParams, run_episodes
+    from harness.rollout import run_episodes
+    from harness.sampling import SamplingParams
 
     task = get_task("feedback-toy")
     right, wrong = task.load("test")[:2]
@@ -83,7 +84,8 @@ def test_oracle_ends_correct_episodes_and_tells_wrong_ones(tiny, pool, method, b
 
 
 def test_without_feedback_every_episode_gets_its_turns(tiny, pool):
-    from harness.rollout import HFGenerator, SamplingParams, run_episodes
+    from harness.rollout import HFGenerator, run_episodes
+    from harness.sampling import SamplingParams
 
     task = get_task("feedback-toy")
     right = task.load("test")[0]

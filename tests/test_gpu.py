@@ -18,7 +18,8 @@ import toy_task  # noqa: F401  (registers the toy-digit task)
 from harness.checkpoint import latest_checkpoint, load_state
 from harness.method import get_method
 from harness.models import load_model
-from harness.rollout import EngineGenerator, HFGenerator, SamplingParams, run_episodes
+from harness.rollout import EngineGenerator, HFGenerator, run_episodes
+from harness.sampling import SamplingParams
 from harness.task import get_task
 from harness.training.config import load_train_config
 from harness.training.loop import train

@@ -66,3 +66,41 @@ def test_no_module_imports_a_higher_layer():
             if mine is not None and theirs > mine:
                 upward.append(f"{path.relative_to(HARNESS.parent)}:{lineno}: {module} imports {name}")
     assert not upward, "\n".join(upward)
+
+
+# ---- seeds come from harness/sampling.py only (issue 24 item 5) ------------------------------------------
+SEEDING_CALLS = {"Random", "RandomState", "default_rng", "manual_seed", "manual_seed_all", "Generator", "set_seed",
+                 "seed", "fork_rng"}  # what makes or seeds a random source
+
+
+def seed_derivations(path: Path) -> list[str]:
+    """Where a module makes or seeds a random source itself, or computes a seed by arithmetic."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name in SEEDING_CALLS:
+                found.append(f"{path.name}:{node.lineno} calls {name}()")
+        elif isinstance(node, ast.BinOp):
+            operands = [getattr(side, "attr", getattr(side, "id", "")) for side in (node.left, node.right)]
+            if any("seed" in str(name).lower() for name in operands):
+                found.append(f"{path.name}:{node.lineno} computes a seed ({ast.unparse(node)})")
+    return found
+
+
+def test_seeds_are_derived_in_sampling_py_only():
+    root = HARNESS.parent
+    modules = [p for folder in ("harness", "methods", "tasks") for p in sorted((root / folder).rglob("*.py"))]
+    found = [where for path in modules if path != HARNESS / "sampling.py" for where in seed_derivations(path)]
+    assert not found, "derive seeds with harness.sampling (seed_for, rng_for, torch_generator, torch_seeded):\n" + \
+        "\n".join(found)
+
+
+def test_the_seed_check_sees_each_kind_of_derivation(tmp_path):
+    """The check above is only as good as what it recognises: each way the harness once derived a seed."""
+    for source in ("random.Random(f'{seed}:x')", "torch.manual_seed(0)", "torch.Generator(device=d).manual_seed(s)",
+                   "set_seed(config.seed)", "attach(model, config.seed + 1)", "np.random.default_rng(7)"):
+        (tmp_path / "m.py").write_text(source + "\n")
+        assert seed_derivations(tmp_path / "m.py"), source
+    (tmp_path / "m.py").write_text("rng_for(seed, 'epoch').shuffle(order)\nseed_for(config.seed, 'critic')\n")
+    assert seed_derivations(tmp_path / "m.py") == []

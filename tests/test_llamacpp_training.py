@@ -18,7 +18,8 @@ pytest.importorskip("llama_cpp")
 import torch  # noqa: E402
 
 from harness.method import get_method  # noqa: E402
-from harness.rollout import EngineGenerator, SamplingParams, run_episodes  # noqa: E402
+from harness.rollout import EngineGenerator, run_episodes  # noqa: E402
+from harness.sampling import SamplingParams  # noqa: E402
 from harness.task import get_task  # noqa: E402
 
 

@@ -13,7 +13,8 @@ import pytest
 from harness.grading import GradingPool
 from harness.method import METHODS, get_method
 from harness.models import load_model
-from harness.rollout import HFGenerator, SamplingParams, run_episodes
+from harness.rollout import HFGenerator, run_episodes
+from harness.sampling import SamplingParams
 from harness.rollout.episode import Episode, Step
 from harness.task import Grade, Item, get_task
 from methods.self_refine import REFINE, says_correct

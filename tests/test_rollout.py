@@ -7,7 +7,8 @@ import pytest
 from harness.method import Method, get_method
 from harness.models import load_model
 from harness.prompts import SCORE_CORRECTION, SCORE_SYSTEM
-from harness.rollout import HFGenerator, SamplingParams, run_episodes
+from harness.rollout import HFGenerator, run_episodes
+from harness.sampling import SamplingParams
 from harness.rollout.episode import Episode
 from harness.task import get_task
 

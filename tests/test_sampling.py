@@ -11,7 +11,7 @@ from typer.main import get_command
 
 from harness.cli import app
 from harness.evaluate import EvalConfig
-from harness.rollout.generator import SamplingParams
+from harness.sampling import SamplingParams
 from harness.sampling import SAMPLING_FIELDS, Sampling, flatten, nest
 from harness.training.config import TrainConfig, load_train_config
 

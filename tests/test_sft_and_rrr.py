@@ -195,7 +195,8 @@ def test_sft_on_own_good_traces_raises_the_reward(tmp_path, method):
     and rise >= 0.35 over the untrained model. Measured when written: 0.00 -> 1.00 for both (38 s)."""
     from harness.method import get_method
     from harness.models import load_model
-    from harness.rollout import HFGenerator, SamplingParams, run_episodes
+    from harness.rollout import HFGenerator, run_episodes
+    from harness.sampling import SamplingParams
     from harness.task import get_task
     from harness.models import load_trained_policy
 

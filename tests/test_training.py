@@ -14,7 +14,8 @@ from harness.cli import app
 from harness.grading import GradingPool
 from harness.method import get_method
 from harness.models import load_model
-from harness.rollout import HFGenerator, SamplingParams, run_episodes
+from harness.rollout import HFGenerator, run_episodes
+from harness.sampling import SamplingParams
 from harness.task import get_task
 from harness.checkpoint import latest_checkpoint, load_state
 from harness.training.config import load_train_config

@@ -13,7 +13,8 @@ import torch
 
 from harness.method import get_method
 from harness.models import load_model
-from harness.rollout import EngineGenerator, SamplingParams, run_episodes
+from harness.rollout import EngineGenerator, run_episodes
+from harness.sampling import SamplingParams
 from harness.task import get_task
 
 MAX_NEW = 20

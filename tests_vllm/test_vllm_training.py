@@ -9,7 +9,8 @@ import torch
 
 from harness.method import get_method
 from harness.models import load_model
-from harness.rollout import SamplingParams, run_episodes
+from harness.rollout import run_episodes
+from harness.sampling import SamplingParams
 from harness.task import get_task
 from harness.training.config import LoraSettings
 from harness.lora import attach_lora

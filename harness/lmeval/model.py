@@ -151,8 +151,9 @@ class SelfCorrectLM(HFLM):
         and attempts exactly as the HFLM path does."""
         from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 
-        from harness.rollout import EngineGenerator, SamplingParams
+        from harness.rollout import EngineGenerator
         from harness.rollout.engine import Job
+        from harness.sampling import SamplingParams
 
         if getattr(self, "_engine", None) is None:
             rows = self.batch_size if isinstance(self.batch_size, int) and self.batch_size > 1 else None

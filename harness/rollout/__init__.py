@@ -2,6 +2,6 @@
 
 from harness.rollout.driver import run_episodes
 from harness.rollout.episode import Episode, Step
-from harness.rollout.generator import Completion, EngineGenerator, Generator, HFGenerator, SamplingParams
+from harness.rollout.generator import Completion, EngineGenerator, Generator, HFGenerator
 
-__all__ = ["Completion", "EngineGenerator", "Episode", "Generator", "HFGenerator", "SamplingParams", "Step", "run_episodes"]
+__all__ = ["Completion", "EngineGenerator", "Episode", "Generator", "HFGenerator", "Step", "run_episodes"]

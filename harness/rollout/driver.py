@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 from harness.grading import GradingPool
 from harness.method import Method, Request
 from harness.rollout.episode import Episode, Step
-from harness.rollout.generator import Generator, SamplingParams, seed_for
+from harness.rollout.generator import Generator
+from harness.sampling import SamplingParams, seed_for
 from harness.task import Item, Task
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from harness.rollout.kvcache import KVStash, RowCache
+from harness.sampling import torch_generator
 
 PREFILL_TOKENS = 4096  # prompt tokens admitted into one prefill forward (activations grow with it)
 
@@ -338,7 +339,7 @@ class _Sampler:
     def generator(self, seed: int, device) -> torch.Generator | None:
         if self.temperature <= 0:
             return None
-        return torch.Generator(device=device).manual_seed(seed % (2**63))
+        return torch_generator(seed, device)
 
     def __call__(self, logits: torch.Tensor, generators: list[torch.Generator | None]) -> list[int]:
         if self.temperature <= 0:

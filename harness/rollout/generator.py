@@ -6,23 +6,11 @@ The `Generator` protocol is the seam for other backends (vLLM on GPUs): anything
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from harness.sampling import Sampling
+from harness.sampling import SamplingParams, seed_for, torch_seeded
 from harness.task import Message
-
-
-@dataclass(frozen=True, kw_only=True)
-class SamplingParams(Sampling):
-    """The run's `Sampling` plus what one generate call needs: samples per prompt and the base seed."""
-
-    n: int = 1
-    seed: int = 0
-
-    @classmethod
-    def of(cls, sampling: Sampling, seed: int) -> "SamplingParams":
-        return cls(**{f.name: getattr(sampling, f.name) for f in fields(Sampling)}, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -119,9 +107,10 @@ class HFGenerator:
             for row, i in enumerate(batch):
                 input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
                 attention[row, width - len(encoded[i]) :] = 1
-            # One seed per batch position: reruns with the same inputs and batch size sample the same text.
-            torch.manual_seed(seed_for(params.seed, "batch", start))
-            with torch.inference_mode():
+            # One seed per batch position: reruns with the same inputs and batch size sample the same text
+            # (`generate` draws from the global RNG for the whole batch, so a row's text depends on its batch:
+            # the plain baseline as a plain script runs it; the engine seeds each request instead).
+            with torch_seeded(seed_for(params.seed, "batch", start)), torch.inference_mode():
                 out = self.model.generate(
                     input_ids=input_ids.to(self.model.device),
                     attention_mask=attention.to(self.model.device),
@@ -165,16 +154,6 @@ class HFGenerator:
         text = self.tokenizer.decode(kept, skip_special_tokens=True)
         return Completion(text, len(prompt), len(kept) + (1 if end is not None else 0), end is not None, tuple(kept),
                           tuple(prompt))
-
-
-def seed_for(*parts: object) -> int:
-    """THE seed derivation: a 63-bit seed from the parts that identify one random draw (run seed, then
-    e.g. problem, sample and step; or training step, process and call): stable across processes and
-    independent of which requests share a batch. The trainer, the driver and the generators all use it."""
-    import hashlib
-
-    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 class StreamingGenerator(HFGenerator):

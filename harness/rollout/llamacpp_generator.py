@@ -42,17 +42,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.errors import HarnessError
-from harness.rollout.generator import Completion, SamplingParams, StreamingGenerator
+from harness.rollout.generator import Completion, StreamingGenerator
 from harness.rollout.llamacpp_lib import cpu_threads, load_llamacpp
+from harness.sampling import SamplingParams, seed32
 
 MAX_SEQ_IDS = 256  # llama.cpp's LLAMA_MAX_SEQ: seq ids of active and cached sequences together
 DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED means "random": never pass it
 
 
-def _seed32(seed: int) -> int:
-    """A 32-bit seed for llama.cpp's dist sampler from our 63-bit one (never the 'random' sentinel)."""
-    folded = (seed ^ (seed >> 32)) & 0xFFFFFFFF
-    return folded if folded != DEFAULT_SEED else 0x5EED
 
 
 @dataclass
@@ -263,7 +260,7 @@ class LlamaCppGenerator(StreamingGenerator):
             chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_temp(params.temperature))
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_p(params.top_p, 1))
-            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(_seed32(seed)))
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(seed32(seed, reserved=DEFAULT_SEED)))
             return chain
 
         def admit(job) -> None:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.errors import HarnessError
-from harness.rollout.generator import Completion, SamplingParams, StreamingGenerator, eos_set
+from harness.rollout.generator import Completion, StreamingGenerator, eos_set
+from harness.sampling import SamplingParams, seed63
 
 
 @dataclass
@@ -195,7 +196,7 @@ class VLLMGenerator(StreamingGenerator):
         # The HF engine's sampler: temperature, then top-p, no top-k, no penalties; greedy = argmax.
         return VLLMSampling(
             n=1, temperature=params.temperature if sampled else 0.0, top_p=params.top_p if sampled else 1.0,
-            seed=seed % (2**63) if sampled else None, max_tokens=params.max_new_tokens, stop_token_ids=self._eos_ids,
+            seed=seed63(seed) if sampled else None, max_tokens=params.max_new_tokens, stop_token_ids=self._eos_ids,
             detokenize=False, skip_special_tokens=False, logprobs=0 if logprobs else None,
         )
 

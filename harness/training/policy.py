@@ -9,6 +9,7 @@ from typing import Iterator
 import torch
 
 from harness.lora import LoraSettings
+from harness.sampling import torch_seeded
 
 
 def reference_mode(policy: torch.nn.Module):
@@ -17,13 +18,15 @@ def reference_mode(policy: torch.nn.Module):
     return policy.disable_adapter() if hasattr(policy, "disable_adapter") else nullcontext()
 
 
-def add_adapter(policy: torch.nn.Module, name: str, settings: LoraSettings) -> None:
-    """A second LoRA adapter `name` on the policy's target modules (e.g. a critic sharing its base)."""
+def add_adapter(policy: torch.nn.Module, name: str, settings: LoraSettings, seed: int) -> None:
+    """A second LoRA adapter `name` on the policy's target modules (e.g. a critic sharing its base), its
+    random A matrices drawn from `seed`."""
     from peft import LoraConfig
 
-    policy.add_adapter(name, LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                                        target_modules=list(policy.peft_config["default"].target_modules),
-                                        task_type="CAUSAL_LM"))
+    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=list(policy.peft_config["default"].target_modules), task_type="CAUSAL_LM")
+    with torch_seeded(seed):
+        policy.add_adapter(name, config)
 
 
 def adapter_parameters(policy: torch.nn.Module, name: str) -> dict[str, torch.nn.Parameter]:

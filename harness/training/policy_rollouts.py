@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 from harness.errors import HarnessError
 from harness.rollout.backend import resolve_backend
-from harness.rollout.generator import EngineGenerator, SamplingParams
+from harness.rollout.generator import EngineGenerator
+from harness.sampling import SamplingParams
 from harness.rollout.llamacpp_generator import LlamaCppGenerator  # neither imports its engine until built
 from harness.rollout.vllm_generator import VLLMGenerator
 

@@ -10,7 +10,6 @@ on exactly the data it collected before.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ import torch
 
 from harness.config import setting
 from harness.rollout.episode import Episode, Step
+from harness.sampling import rng_for
 from harness.training.sequences import SequenceBatch, build_sequences
 
 if TYPE_CHECKING:
@@ -175,10 +175,10 @@ class SFTSchedule:
             order = []
             for epoch in range(self.epochs):
                 shuffled = list(range(len(examples)))
-                random.Random(f"{self.seed}:sft:{iteration}:epoch:{epoch}").shuffle(shuffled)
+                rng_for(self.seed, "sft", iteration, "epoch", epoch).shuffle(shuffled)
                 order.extend(shuffled)
             return [examples[i] for i in order[step * size : (step + 1) * size]]
         order = list(range(len(examples)))
-        random.Random(f"{self.seed}:sft:{iteration}").shuffle(order)
+        rng_for(self.seed, "sft", iteration).shuffle(order)
         offset = (step - iteration * self.steps_per_iteration) * size
         return [examples[order[(offset + i) % len(order)]] for i in range(size)]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-import random
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,9 +25,9 @@ from harness import checkpoint as ckpt
 from harness.errors import HarnessError
 from harness.lora import attach_lora
 from harness.method import Method, get_method
-from harness.rollout import SamplingParams, run_episodes
+from harness.rollout import run_episodes
 from harness.rollout.episode import Episode
-from harness.rollout.generator import seed_for
+from harness.sampling import SamplingParams, rng_for, seed_everything, seed_for
 from harness.task import Item, Task, get_task
 from harness.training.budget import TokenBudget, problem_chunks
 from harness.training.config import TrainConfig
@@ -53,7 +52,7 @@ class Cursor:
         out: list[int] = []
         while len(out) < n:
             order = list(range(size))
-            random.Random(f"{seed}:{self.epoch}").shuffle(order)
+            rng_for(seed, self.epoch).shuffle(order)
             chunk = order[self.position : self.position + n - len(out)]
             out.extend(chunk)
             self.position += len(chunk)
@@ -65,13 +64,12 @@ class Cursor:
 class Trainer:
     def __init__(self, config: TrainConfig, run_dir: Path, items: list[Item] | None = None):
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
 
         from harness.models import auto_bf16, pick_device
 
         self.config = config
         self.run_dir = run_dir
-        set_seed(config.seed)  # python, numpy and torch: anything not seeded explicitly still repeats
+        seed_everything(config.seed)  # python, numpy and torch: anything not seeded explicitly still repeats
         device = pick_device(config.device)
         # dtype auto: float32 master weights and optimizer state, bf16 autocast where the device has it.
         bf16 = config.dtype == "auto" and auto_bf16(device)
