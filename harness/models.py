@@ -190,9 +190,10 @@ def _tiny_corpus() -> list[str]:
 
 def _build_tiny(name: str) -> Callable[[Path], None]:
     def build(target: Path) -> None:
-        import torch
         import transformers
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        from harness.sampling import torch_seeded
 
         specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
         bpe = Tokenizer(models.BPE())

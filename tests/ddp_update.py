@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import toy_task  # noqa: E402,F401
 
 from harness.training.config import load_train_config  # noqa: E402
-from harness.training.fsdp import full_state, full_tensor  # noqa: E402
+from harness.training.fsdp import full_tensor  # noqa: E402
 from harness.training.sft import example_from_stream  # noqa: E402
 from harness.training.trainer import Trainer  # noqa: E402
 
@@ -48,7 +48,7 @@ def main() -> None:
         trainer.sft_update(examples[rank::world])
     else:
         trainer.update([e for e in episodes if e.item.id in mine])
-    weights = full_state(trainer.policy_params)
+    weights = {n: full_tensor(p.detach()).cpu().clone() for n, p in trainer.policy_params.items()}
     if trainer.accelerator.is_main_process:
         # The modules an objective declares (a2c2stage's critic adapter and head), stepped by the trainer too.
         weights.update({f"{m.name}.{k}": p.detach().clone() for m, params in zip(trainer.modules, trainer.module_params)

@@ -22,5 +22,3 @@ class GraderReward:
     def __call__(self, episodes: list[Episode]) -> torch.Tensor:
         return torch.tensor([e.correct for e in episodes], dtype=torch.float32).T.contiguous()
 
-
-REWARD_SOURCES = {"grader": GraderReward}
