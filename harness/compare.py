@@ -109,8 +109,7 @@ def plan(config: CompareConfig) -> Plan:
     check_fields(config, "--")  # set by the CLI options of compare
     check_fields(config.sampling, "--")
     task = get_task(config.task)
-    if config.split not in task.splits:
-        raise HarnessError(f"task {config.task!r} has no split {config.split!r}; splits: {', '.join(task.splits)}")
+    task.check_split(config.split)
     if config.checkpoint_select is not None:
         from harness.checkpoint import parse_selection
 

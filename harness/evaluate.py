@@ -141,8 +141,7 @@ class EvalConfig(RolloutSettings):
         check_fields(self, "--")  # set by the CLI options of eval
         check_fields(self.sampling, "--")
         task = get_task(self.task)
-        if self.split not in task.splits:
-            raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")
+        task.check_split(self.split)
         get_method(self.method)  # unknown method: one line
         # vllm asked for but not installed: one line
         if self.rollout_backend() in ("vllm", "llamacpp") and self.checkpoint:

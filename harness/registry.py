@@ -37,6 +37,8 @@ class Registry(Generic[T]):
             # different objects under one name is a plugin conflict the user must resolve.
             if getattr(existing, "__qualname__", None) != getattr(obj, "__qualname__", None):
                 raise HarnessError(f"{self.kind} {name!r} is registered twice ({existing!r} and {obj!r})")
+        if isinstance(obj, type) and "name" not in vars(obj):
+            obj.name = name  # a plugin states its name once, where it registers (as lm-eval's registries do)
         self._entries[name] = obj
 
     def discover(self) -> None:

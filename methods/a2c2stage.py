@@ -159,7 +159,6 @@ class A2CObjective(TwoStageObjective):
 
 @register_method("a2c2stage")
 class A2CTwoStage(Method):
-    name = "a2c2stage"
     objective = A2CObjective
     paper = "Isaev & Ilyushin, two-stage advantage actor-critic for LLM self-correction"
     trains = "policy (LoRA) + critic (own LoRA adapter + value head)"

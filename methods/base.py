@@ -8,6 +8,5 @@ from harness.method import Method, register_method
 
 @register_method("base")
 class Base(Method):
-    name = "base"
     paper = "Kumar et al., 2024 (SCoRe), intrinsic self-correction baseline"
     trains = "nothing"

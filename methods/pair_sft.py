@@ -76,7 +76,6 @@ class PairSFTObjective(SFTObjective):
 
 @register_method("pair-sft")
 class PairSFT(Method):
-    name = "pair-sft"
     objective = PairSFTObjective
     paper = "Welleck et al., 2023, Generating Sequences by Learning to Self-Correct (as Pair-SFT in SCoRe §4)"
     trains = "policy (LoRA): cross-entropy on a correct y given [x, incorrect y, instruction], one epoch over pairs"

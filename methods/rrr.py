@@ -87,7 +87,6 @@ class RRRObjective(RLObjective):
 
 @register_method("rrr")
 class ReflectRetryReward(Method):
-    name = "rrr"
     objective = RRRObjective
     paper = "Bensal et al., 2025, Reflect, Retry, Reward: Self-Improving LLMs via Reinforcement Learning"
     trains = "policy (LoRA): GRPO on the reflection tokens of failed problems"

@@ -56,7 +56,6 @@ class ScoreObjective(TwoStageObjective):
 
 @register_method("score")
 class Score(Method):
-    name = "score"
     objective = ScoreObjective
     paper = "Kumar et al., 2024, Training Language Models to Self-Correct via Reinforcement Learning"
     trains = "policy (LoRA): REINFORCE, stage I then stage II with reward bonus"

@@ -33,7 +33,6 @@ def says_correct(feedback: str) -> bool:
 
 @register_method("self-refine")
 class SelfRefine(Method):
-    name = "self-refine"
     paper = "Madaan et al., 2023, Self-Refine: Iterative Refinement with Self-Feedback"
     trains = "nothing"
 

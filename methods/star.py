@@ -50,7 +50,6 @@ class StarObjective(SFTObjective):
 
 @register_method("star")
 class Star(Method):
-    name = "star"
     objective = StarObjective
     paper = "Zelikman et al., 2022, STaR (multi-turn D+ variant as in SCoRe §4)"
     trains = "policy (LoRA): cross-entropy on traces whose attempt 2 is correct; each iteration restarts from the base"

@@ -43,7 +43,6 @@ def make_puzzle(rng: random.Random) -> tuple[list[int], int, str]:
 
 @register_task("countdown")
 class Countdown(Task):
-    name = "countdown"
     description = "Reach a target with + - * / using each of 3-4 numbers once; generated from a seed."
     splits = SPLIT_SIZES
     grade_fields = ("answer", "numbers", "target")

@@ -21,7 +21,6 @@ def gold_from_solution(solution: str, where: str) -> str:
 
 @register_task("gsm8k")
 class GSM8K(Task):
-    name = "gsm8k"
     description = "Grade-school math word problems (openai/gsm8k, config main); numeric answers."
     splits = {"train": 7473, "test": 1319}
 

@@ -74,7 +74,6 @@ class _MathTask(Task):
 
 @register_task("math")
 class MATH(_MathTask):
-    name = "math"
     description = "Competition mathematics, 7 subjects x 5 levels; LaTeX answers graded with math-verify."
     splits = {"train": 7500, "test": 5000}
 
@@ -88,7 +87,6 @@ class MATH(_MathTask):
 
 @register_task("math500")
 class MATH500(_MathTask):
-    name = "math500"
     description = "MATH500 test subset; train = MATH train + the 4500 other MATH test problems."
     splits = {"train": 12000, "test": 500}
 

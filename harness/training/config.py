@@ -109,8 +109,7 @@ class TrainConfig:
         if self.problems_per_step % self.grad_accum:
             raise HarnessError("problems_per_step must be a multiple of grad_accum")
         task = get_task(self.task)
-        if self.split not in task.splits:
-            raise HarnessError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(task.splits)}")
+        task.check_split(self.split)
         method = METHODS.get(self.method)(**self.method_options)
         if method.objective is None:
             raise HarnessError(f"method {self.method!r} is {method.kind}: it has nothing to train")
