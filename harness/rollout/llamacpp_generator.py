@@ -50,8 +50,6 @@ MAX_SEQ_IDS = 256  # llama.cpp's LLAMA_MAX_SEQ: seq ids of active and cached seq
 DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED means "random": never pass it
 
 
-
-
 @dataclass
 class _Seq:
     """One sequence in the cache: `tokens` are evaluated (their cells hold positions 0..len-1)."""

@@ -127,11 +127,7 @@ def load_sharded(folder: Path, params: dict[str, torch.Tensor], optimizer: torch
 
     from harness.checkpoint import read_sharded, sharded_metadata
 
-    weights = {name: torch.empty_like(p.detach()) for name, p in params.items()}
-    read_sharded(weights, folder / "weights.dcp")
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
+    read_sharded({name: p.detach() for name, p in params.items()}, folder / "weights.dcp")  # in place, no copy
     flat = [p for group in optimizer.param_groups for p in group["params"]]
     state: dict[str, dict[str, torch.Tensor]] = {}
     for key, meta in sharded_metadata(folder / "optimizer.dcp").items():

@@ -406,10 +406,9 @@ class Trainer:
         root = self.run_dir / "checkpoints"
         main = self.accelerator.is_main_process
         if self.sharded is not None:
-            if main:
-                ckpt.temp_folder(root, self.step)
+            tmp = ckpt.temp_folder(root, self.step, create=main)  # emptied by the main process only
             self.accelerator.wait_for_everyone()
-            fsdp.save_sharded(ckpt.temp_folder(root, self.step, create=False), self.policy_params, self.optimizer)
+            fsdp.save_sharded(tmp, self.policy_params, self.optimizer)
             parts = {"optimizer_groups": self.optimizer.state_dict()["param_groups"]}
         else:
             parts = {"weights": ckpt.trainable_state(self.policy_params), "optimizer": self.optimizer.state_dict()}
