@@ -258,6 +258,18 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them in /proc/cpuinfo (empty where it does not)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX (Linux reports them in /proc/cpuinfo; torch's capability names AMX too)."""
     import torch
@@ -267,15 +279,7 @@ def cpu_has_native_bf16() -> bool:
             return True
     except (AttributeError, RuntimeError):
         pass
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 # `auto` picks bf16 on a CPU with native bf16 (AVX512-BF16 or AMX). The paired check it waited for

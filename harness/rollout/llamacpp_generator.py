@@ -43,7 +43,7 @@ from typing import Any, Callable, Sequence
 
 from harness.errors import HarnessError
 from harness.rollout.generator import Completion, StreamingGenerator
-from harness.rollout.llamacpp_lib import cpu_threads, load_llamacpp
+from harness.rollout.llamacpp_lib import cpu_threads, load_llamacpp, weight_repacking_safe
 from harness.sampling import SamplingParams, seed32
 
 MAX_SEQ_IDS = 256  # llama.cpp's LLAMA_MAX_SEQ: seq ids of active and cached sequences together
@@ -102,6 +102,7 @@ class LlamaCppGenerator(StreamingGenerator):
         self._fixed_ctx = n_ctx
         ll.llama_backend_init()
         params = ll.llama_model_default_params()
+        params.use_extra_bufts = weight_repacking_safe()
         self._model = ll.llama_model_load_from_file(self.gguf_path.encode(), params)
         if not self._model:
             raise HarnessError(f"{self.gguf_path}: llama.cpp could not load this GGUF")

@@ -56,3 +56,15 @@ def _errors_only(llama_cpp):
 
 def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def weight_repacking_safe() -> bool:
+    """Whether llama.cpp may repack weights into its extra CPU buffer types. On CPUs with AMX-INT8 the
+    repack goes to ggml's AMX buffer, and the first decode then segfaults in ggml_backend_amx_mul_mat
+    (seen here: Intel Xeon with amx_int8, llama-cpp-python 0.3.36, the embedded Q5_0/Q8_0 GGUF, with
+    the kernel granting AMX; upstream ggml-org/llama.cpp#20824, closed unfixed). Off there: the plain
+    AVX512 kernels run instead."""
+    from harness.models import cpu_flags
+
+    return "amx_int8" not in cpu_flags()
+
