@@ -6,7 +6,6 @@ comparison folder reproduces compare's tables byte for byte.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from harness.errors import HarnessError
 from harness.method import feedback_label
 from harness.metrics import TurnMetrics, score_samples
 from harness.reported import reported_rows, sources
-from harness.store import atomic_write_text, read_jsonl, read_samples
+from harness.store import CompareFolder, RunStore, atomic_write_text, folder_kind
 from harness.tables import TableRow, measured_row, render_csv, render_latex, render_markdown
 from harness.tables import reported_row as table_reported_row
 
@@ -110,10 +109,7 @@ def write_episodes(folder: Path, rows: dict[str, list[dict[str, Any]]], turns: i
 
 def _manifest_model(run_dir: Path) -> dict[str, Any] | None:
     """The model entry of a run's manifest.json (None when there is none or it is damaged)."""
-    try:
-        model = json.loads((run_dir / "manifest.json").read_bytes().decode("utf-8")).get("model")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return None
+    model = RunStore(run_dir).read_manifest().get("model")
     return model if isinstance(model, dict) else None
 
 
@@ -126,7 +122,7 @@ def diagnosed_row(label: str, metrics: TurnMetrics, tokens: float, samples: list
     diagnostics = row_diagnostics(samples, turns)
     trained = None
     if training_run is not None:
-        trained = training_tokens(read_jsonl(training_run / "log.jsonl"))
+        trained = training_tokens(RunStore(training_run).read_log())
     spent = compute(samples, parameter_count(_manifest_model(run_dir)), turns, trained)
     p_value = paired_mcnemar_p(base, samples) if base is not None else None
     return measured_row(label, metrics, tokens, diagnostics, spent, p_value)
@@ -135,9 +131,10 @@ def diagnosed_row(label: str, metrics: TurnMetrics, tokens: float, samples: list
 def write_training_plot(run_dir: Path, stem: Path, title: str) -> list[Path]:
     from harness.plots import training_plot
 
-    log = read_jsonl(run_dir / "log.jsonl")
+    store = RunStore(run_dir)
+    log = store.read_log()
     if not log:
-        raise HarnessError(f"{run_dir / 'log.jsonl'}: no training steps logged yet")
+        raise HarnessError(f"{store.log_path}: no training steps logged yet")
     return training_plot(log, title, stem)
 
 
@@ -147,12 +144,12 @@ def write_compare_outputs(folder: Path, spec: dict[str, Any]) -> Outputs:
     turns = config["turns"]
     out = Outputs("compare")
     for row in spec["rows"]:  # everything a table or plot needs is checked before anything is written
-        if row.get("checkpoint") and not (folder / row["checkpoint"] / "log.jsonl").is_file():
-            raise HarnessError(f"{folder / row['checkpoint']}: no log.jsonl for the training curves of {row['label']!r}")
+        if row.get("checkpoint") and not RunStore(folder / row["checkpoint"]).has_log():
+            raise HarnessError(f"{folder / row['checkpoint']}: no training log for the training curves of {row['label']!r}")
     older = 0
     stored: dict[str, list[dict[str, Any]]] = {}
     for row in spec["rows"]:
-        samples = stored[row["label"]] = read_samples(folder / row["run_dir"], spec["problem_ids"])
+        samples = stored[row["label"]] = RunStore(folder / row["run_dir"]).read_samples(spec["problem_ids"])
         out.metrics[row["label"]], out.tokens[row["label"]] = score(samples, turns)
         older += older_grades(samples)
     out.warnings += older_grades_warning(older, len(spec["rows"]) * len(spec["problem_ids"]), folder)
@@ -186,16 +183,12 @@ def report(path: Path) -> Outputs:
     path = Path(path)
     if not path.is_dir():
         raise HarnessError(f"{path}: no such folder")
-    if (path / "compare.json").is_file():
-        try:
-            spec = json.loads((path / "compare.json").read_bytes().decode("utf-8"))
-            spec["config"], spec["rows"], spec["problem_ids"]  # noqa: B018 (what a comparison needs)
-        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
-            raise HarnessError(f"{path / 'compare.json'}: damaged (rerun harness compare to rewrite it)") from None
-        return write_compare_outputs(path, spec)
-    if (path / "samples.jsonl").is_file():
+    kind = folder_kind(path)
+    if kind == "compare":
+        return write_compare_outputs(path, CompareFolder(path).read_spec())
+    if kind == "eval":
         return _report_eval_run(path)
-    if (path / "log.jsonl").is_file():
+    if kind == "train":
         out = Outputs("train", title=path.name)
         out.written = write_training_plot(path, path / "training_curves", f"Training: {path.name}")
         return out
@@ -203,13 +196,11 @@ def report(path: Path) -> Outputs:
 
 
 def _report_eval_run(path: Path) -> Outputs:
-    from harness.config import read_yaml
-
-    config_path = path / "config.yaml"
-    config = read_yaml(config_path) if config_path.is_file() else {}
+    store = RunStore(path)
+    config = store.read_config() if store.has_config() else {}
     turns = int(config.get("turns", 2))
     label = feedback_label(config.get("method", "run"), config.get("feedback", "none"))
-    samples = read_samples(path)  # file order: the problems' order for runs grown by --limit
+    samples = store.read_samples()  # file order: the problems' order for runs grown by --limit
     if config.get("limit"):
         samples = samples[: int(config["limit"])]  # the last eval's --limit, as its metrics.json
     out = Outputs("eval")

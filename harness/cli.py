@@ -441,6 +441,7 @@ def train_command(
     """
     from harness.training.config import load_train_config
     from harness.training.loop import train
+    from harness.store import RunStore
     from harness.training.runlog import status_line
 
     explicit = {"method": method, "task": task, "model": model, "max_steps": max_steps, "rollout_tokens": rollout_tokens,
@@ -450,9 +451,8 @@ def train_command(
     if resume is not None:
         if out is not None and Path(out).resolve() != resume.resolve():
             raise HarnessError("give --resume RUN_DIR or --out, not both (a resumed run stays in its folder)")
-        if not (resume / "config.yaml").is_file():
-            raise HarnessError(f"{resume}: not a training run (no config.yaml)")
-        config_file = config_file or resume / "config.yaml"
+        stored_config = RunStore(resume).training_config_file()  # refused (one line) unless a training run
+        config_file = config_file or stored_config
     elif method is None:
         raise HarnessError("--method is required (score, a2c2stage, rrr, pair-sft, star), unless you --resume a run")
     config = load_train_config(preset, str(config_file) if config_file else None, set_, explicit)
@@ -465,7 +465,7 @@ def train_command(
                        **({} if "collect_share" in logs else {"completed": step}))
 
         run_dir = train(config, resume=resume is not None, progress=show, wait=wait)
-    console.print(f"run written to {run_dir} (checkpoints under {run_dir / 'checkpoints'}, log in {run_dir / 'log.jsonl'})")
+    console.print(f"run written to {run_dir} (checkpoints under {run_dir / 'checkpoints'}, log in {RunStore(run_dir).log_path})")
 
 
 @app.command("lm-eval", add_help_option=False,

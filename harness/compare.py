@@ -8,7 +8,6 @@ short hash of the comparison's identity) with compare.json, manifest.json, table
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Callable
 
 from harness.artifacts import Outputs, summarize_rows, write_compare_outputs
 from harness.errors import HarnessError
-from harness.store import run_hash
+from harness.store import CompareFolder, RunStore, run_hash
 from harness.evaluate import EvalConfig, RolloutSettings, evaluate
 
 IDENTITY = ("task", "split", "methods", "checkpoints", "model", "limit", "turns", "seed", "max_new_tokens",
@@ -88,12 +87,11 @@ class CompareResult:
 
 def _trained_run(path: str, model: str) -> tuple[str, str]:
     """(method, base model) of a training-run folder, after checking it holds a checkpoint."""
-    from harness.store import read_run_config
     from harness.checkpoint import require_checkpoint
 
     run = Path(path)
     require_checkpoint(run)
-    trained = read_run_config(run)
+    trained = RunStore(run).read_training_config()
     if trained["model"] != model:
         raise HarnessError(f"{run} was trained from model {trained['model']!r}, not --model {model!r}; "
                            "a comparison needs one base model")
@@ -162,22 +160,12 @@ def plan(config: CompareConfig) -> Plan:
     folder = config.folder()
     if folder.exists() and not folder.is_dir():
         raise HarnessError(f"{folder}: exists and is not a folder")
-    stored = folder / "compare.json"
-    if stored.is_file() and _stored_id(stored) not in (None, config.compare_id()):
+    if CompareFolder(folder).stored_id() not in (None, config.compare_id()):
         raise HarnessError(f"{folder} holds another comparison; choose another --out or delete it")
     items = task.load(config.split, config.data_dir)[: config.limit]
     if not items:
         raise HarnessError(f"{config.task} {config.split}: no problems")
     return Plan(config, rows, [item.id for item in items])
-
-
-def _stored_id(path: Path) -> str | None:
-    """The id in a stored compare.json (None when it is damaged: the comparison is written anew)."""
-    try:
-        found = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return found.get("id") if isinstance(found, dict) else None
 
 
 def _relative(path: Path, start: Path) -> str:
@@ -190,7 +178,6 @@ def run_compare(prepared: Plan, progress: Callable[[PlannedRow], Callable[..., A
     `wait`: a row whose run folder another process is writing waits for it instead of failing."""
     from harness.data import local_data_files
     from harness.manifest import build_manifest
-    from harness.store import RunStore, atomic_write_json
     from harness.task import get_task
 
     config = prepared.config
@@ -215,14 +202,11 @@ def run_compare(prepared: Plan, progress: Callable[[PlannedRow], Callable[..., A
     }
     outputs = write_compare_outputs(folder, spec)  # tables and plots, from the stored samples
     summarize_rows(spec, outputs)
-    models = {}
-    for label, run_dir in run_dirs.items():
-        manifest = run_dir / "manifest.json"
-        models[label] = json.loads(manifest.read_text()).get("model") if manifest.is_file() else None
+    models = {label: RunStore(run_dir).read_manifest().get("model") for label, run_dir in run_dirs.items()}
     task = get_task(config.task)
-    RunStore(folder).write_manifest(build_manifest(
+    store = CompareFolder(folder)
+    manifest = store.write_manifest(build_manifest(
         config.settings(), config.seed, {"spec": config.model, "runs": models},
         local_data_files(config.data_dir, task.data_files(config.split))))
-    outputs.written.insert(0, atomic_write_json(folder / "compare.json", spec))
-    outputs.written.insert(1, folder / "manifest.json")
+    outputs.written[:0] = [store.write_spec(spec), manifest]
     return CompareResult(folder, outputs, generated)

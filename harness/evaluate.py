@@ -15,7 +15,7 @@ from harness.method import FEEDBACKS, get_method, with_feedback
 from harness.metrics import TurnMetrics, score_samples
 from harness.rollout.backend import BACKENDS, resolve_backend
 from harness.sampling import Sampling, flatten
-from harness.store import RunStore, read_run_config, run_hash
+from harness.store import RunStore, run_hash
 from harness.task import get_task
 
 # Settings that do not change what a problem's episode is; a rerun that differs only in these
@@ -111,14 +111,10 @@ class EvalConfig(RolloutSettings):
         """Refuse (one line) a run folder holding another run, its protocol and what `--dtype auto` meant
         included: identities leave those out where they have their old values (old ids), so a folder of an
         oracle or a bf16 run is checked for them here."""
-        from harness.config import read_yaml
-
         store = RunStore(self.run_dir())
-        store.check_config(self.identity(), hint)
-        path = store.root / "config.yaml"
-        if not path.is_file():
+        stored = store.check_config(self.identity(), hint)
+        if not stored:
             return
-        stored = read_yaml(path)
         if stored.get("feedback", "none") != self.feedback:
             raise HarnessError(f"{store.root} holds a run with other settings (feedback); {hint}")
         # A run whose `auto` meant bf16 where it started is not continued where auto means float32.
@@ -129,9 +125,9 @@ class EvalConfig(RolloutSettings):
     def adopt_trained_run(self) -> None:
         """With a --checkpoint run: its base model, and its method where none was asked for (`base`), so the
         run is prompted and labelled as the method that trained it."""
-        if self.checkpoint is None or not (Path(self.checkpoint) / "config.yaml").is_file():
+        if self.checkpoint is None or not RunStore(self.checkpoint).has_config():
             return
-        trained = read_run_config(Path(self.checkpoint))
+        trained = RunStore(self.checkpoint).read_training_config()
         self.model = trained.get("model", self.model)
         if self.method == "base":
             self.method = trained.get("method", self.method)
@@ -156,13 +152,13 @@ class EvalConfig(RolloutSettings):
             run = Path(self.checkpoint)
             asked = parse_selection(self.checkpoint_select) if self.checkpoint_select is not None else None
             check_run_folder(run)
-            how = asked or METHODS.get(read_run_config(run)["method"]).checkpoint_select  # its paper's choice
+            how = asked or METHODS.get(RunStore(run).read_training_config()["method"]).checkpoint_select  # its paper's choice
             folder, self.checkpoint_select = choose_checkpoint(run, how, say_fallback=True)
             if how == "best" and self.checkpoint_select != "best" and asked is not None:
                 warn(f"{run}: no intact checkpoint records a training reward (an SFT method, or a run from before "
                      f"rewards were recorded); using the last one, {folder.name}")
             self.checkpoint_step = folder.name
-            read_run_config(run)  # names its method and model
+            RunStore(run).read_training_config()  # names its method and model
 
 
 @dataclass
@@ -175,10 +171,8 @@ class EvalResult:
 
 def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None, wait: bool = False) -> EvalResult:
     """Run (or resume) an evaluation; `progress(done=, total=, tokens=, acc=)` is called as it goes.
-    One writer per run folder (harness/folder_lock.py): a second one is refused in one line, or with
+    One writer per run folder (RunStore.lock): a second one is refused in one line, or with
     `wait` waits for the first and then finds its problems stored."""
-    from harness.folder_lock import FolderLock
-
     # Every input is checked (settings, data, stored run, model) before anything is written.
     config.validate()  # a checkpoint folder without a checkpoint fails here, before any work
     task = get_task(config.task)
@@ -189,7 +183,7 @@ def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None, wai
         raise HarnessError(f"{config.task} {config.split}: no problems to evaluate")
     store = RunStore(config.run_dir())
     config.check_folder()
-    with FolderLock(store.root, wait, on_wait=lambda who: warn(f"{store.root}: waiting for {who}")):
+    with store.lock(wait, on_wait=lambda who: warn(f"{store.root}: waiting for {who}")):
         return _generate(config, task, method, items, store, progress)
 
 

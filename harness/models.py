@@ -397,10 +397,10 @@ def load_trained_policy(run_dir: Path, dtype: str = "auto", device: str = "auto"
     from harness.checkpoint import load_weights, select_checkpoint, weights_digest
     from harness.config import build
     from harness.lora import LoraSettings, attach_lora
-    from harness.store import read_run_config
+    from harness.store import RunStore
 
     folder = select_checkpoint(Path(run_dir), select or "last")
-    config = read_run_config(Path(run_dir))
+    config = RunStore(run_dir).read_training_config()
     loaded = load_model(config["model"], dtype, device)
     lora = build(LoraSettings, config.get("lora", {}), "lora")
     model = attach_lora(loaded.model, lora, config.get("seed", 0))

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.artifacts import Outputs, read_jsonl, report, summarize_rows, write_compare_outputs
+from harness.artifacts import Outputs, report, summarize_rows, write_compare_outputs
 from harness.errors import HarnessError
 from harness.grading import GradingPool
 from harness.manifest import git_state
-from harness.store import atomic_write_json, atomic_write_jsonl
+from harness.store import CompareFolder, Folder, RunStore, folder_kind
 from harness.task import GRADER_VERSION, Item, get_task
 
 
@@ -44,24 +44,17 @@ class Regrade:
 
 
 def _config(run_dir: Path) -> dict[str, Any]:
-    import yaml
-
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise HarnessError(f"{run_dir}: no config.yaml (not an eval run)")
-    config = yaml.safe_load(path.read_text()) or {}
-    if "task" not in config:
-        raise HarnessError(f"{path}: names no task")
-    return config
+    return RunStore(run_dir).read_config(("task",), "no config.yaml (not an eval run)")
 
 
 def regrade_run(run_dir: Path, pool: GradingPool) -> RunRegrade:
     """Grade one eval run's stored attempts again; rewrites its files only when a grade changed."""
     from harness.metrics import score_samples
 
+    store = RunStore(run_dir)
     config = _config(run_dir)
     task = get_task(config["task"])
-    samples = read_jsonl(run_dir / "samples.jsonl")
+    samples = store.read_samples()
     graded = [(s, step) for s in samples for step in s["steps"] if step.get("grade") is not None]
     unique: dict[tuple[str, str], int] = {}  # a carried attempt repeats its text: grade it once
     for sample, step in graded:
@@ -84,26 +77,22 @@ def regrade_run(run_dir: Path, pool: GradingPool) -> RunRegrade:
             result.to_incorrect[k] += was and not now
         result.changed += json.dumps(sample, sort_keys=True) != before
     if result.changed:
-        atomic_write_jsonl(run_dir / "samples.jsonl", samples)
+        store.rewrite_samples(samples)
         scored_samples = samples[: int(config["limit"])] if config.get("limit") else samples
         _, scored = score_samples(scored_samples, turns)
-        atomic_write_json(run_dir / "metrics.json", {
+        store.write_metrics({
             "task": config["task"], "split": config.get("split"), "method": config.get("method"),
             "model": config.get("model"), "n": len(scored_samples), **scored})
-        note_regrade(run_dir, {"samples_changed": result.changed, "incorrect_to_correct": result.to_correct,
+        note_regrade(store, {"samples_changed": result.changed, "incorrect_to_correct": result.to_correct,
                                "correct_to_incorrect": result.to_incorrect})
     return result
 
 
-def note_regrade(folder: Path, what: dict[str, Any]) -> None:
+def note_regrade(folder: Folder, what: dict[str, Any]) -> None:
     """Record the grader version now in force, and when and from which commit the regrade ran."""
-    path = folder / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.is_file() else {}
-    manifest["grader_version"] = GRADER_VERSION
-    manifest.setdefault("regraded", []).append({
+    folder.note_in_manifest("regraded", {
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "grader_version": GRADER_VERSION,
-        "git": git_state(), **what})
-    atomic_write_json(path, manifest)
+        "git": git_state(), **what}, grader_version=GRADER_VERSION)
 
 
 def regrade(path: Path, workers: int | None = None) -> Regrade:
@@ -111,32 +100,30 @@ def regrade(path: Path, workers: int | None = None) -> Regrade:
     path = Path(path)
     if not path.is_dir():
         raise HarnessError(f"{path}: no such folder")
-    compare = path / "compare.json"
-    if compare.is_file():
-        spec = json.loads(compare.read_text(encoding="utf-8"))
+    kind = folder_kind(path)
+    if kind == "compare":
+        compare = CompareFolder(path)
+        spec = compare.read_spec()
         run_dirs = list(dict.fromkeys((path / row["run_dir"]).resolve() for row in spec["rows"]))
-    elif (path / "samples.jsonl").is_file():
+    elif kind == "eval":
         spec, run_dirs = None, [path]
     else:
         raise HarnessError(f"{path}: not a comparison (compare.json) or eval run (samples.jsonl)")
     for run_dir in run_dirs:
         _config(run_dir)  # every run is checked before anything is rewritten
-        if not (run_dir / "samples.jsonl").is_file():
+        if not RunStore(run_dir).has_samples():
             raise HarnessError(f"{run_dir}: no samples.jsonl")
     from contextlib import ExitStack
 
-    from harness.folder_lock import FolderLock
-
     with ExitStack() as held, GradingPool(workers) as pool:
         for run_dir in run_dirs:  # a run being written (eval) is not rewritten under it: refused, one line
-            held.enter_context(FolderLock(run_dir))
+            held.enter_context(RunStore(run_dir).lock())
         runs = [regrade_run(run_dir, pool) for run_dir in run_dirs]
     if spec is None:
         return Regrade(report(path), runs)
     outputs = write_compare_outputs(path, spec)
     summarize_rows(spec, outputs)
-    if json.loads(compare.read_text(encoding="utf-8")) != spec:
-        atomic_write_json(compare, spec)
+    compare.write_spec(spec)
     if any(run.changed for run in runs):
-        note_regrade(path, {"runs_changed": [str(run.run_dir.name) for run in runs if run.changed]})
+        note_regrade(compare, {"runs_changed": [str(run.run_dir.name) for run in runs if run.changed]})
     return Regrade(outputs, runs)

@@ -1,7 +1,8 @@
-"""The run folder's owner. Writing results safely: whole files are replaced atomically (write a temp
-file, fsync, rename), and a run's samples are appended whole lines at a time. Reading them back: one
-reader of stored JSONL (samples, logs), of a run's samples, of a trained run's config.yaml, and the
-one hash that names a run folder."""
+"""The owner of results folders. `RunStore` (an eval or training run) and `CompareFolder` (a comparison)
+are the only code that opens config.yaml, manifest.json, samples.jsonl, metrics.json, log.jsonl or
+compare.json, and each holds its folder's single-writer lock. Beneath them, writing safely: whole files
+are replaced atomically (write a temp file, fsync, rename) and JSONL is appended whole lines at a time;
+reading stored JSONL back whole lines only; and the one hash that names a run folder."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from harness.errors import HarnessError, warn
 
@@ -35,8 +36,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    return atomic_write_bytes(path, _json_bytes(data))
 
 
 def atomic_write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> Path:
@@ -161,79 +166,138 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [record for _, _, record in lines]
 
 
-def read_samples(run_dir: Path, ids: list[str] | None = None) -> list[dict[str, Any]]:
-    """A run's samples, in `ids` order when given (each must be stored), else in file order."""
-    found: dict[str, dict[str, Any]] = {}
-    for record in read_jsonl(run_dir / "samples.jsonl"):
-        found.setdefault(record["id"], record)
-    if ids is None:
-        return list(found.values())
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise HarnessError(f"{run_dir}: {len(missing)} of the compared problems are not stored (first: {missing[0]})")
-    return [found[i] for i in ids]
+# The files of a folder, named here only: every other module goes through RunStore or CompareFolder
+# (tests/test_layers.py fails when another module names them).
+CONFIG, MANIFEST, SAMPLES, METRICS, LOG, COMPARE = (
+    "config.yaml", "manifest.json", "samples.jsonl", "metrics.json", "log.jsonl", "compare.json")
 
 
-def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """A training run's config.yaml, which must name its method and model (one-line error otherwise)."""
-    from harness.config import read_yaml
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise HarnessError(f"{run_dir}: not a training run (no config.yaml)")
-    config = read_yaml(path)
-    for key in ("method", "model"):
-        if not isinstance(config.get(key), str) or not config[key]:
-            raise HarnessError(f"{path}: names no {key}")
-    return config
-
-
-class RunStore:
-    """`results/runs/<run-id>/`: config.yaml, manifest.json, samples.jsonl, metrics.json.
-
-    Samples are appended whole lines at a time (one write per batch, then fsync), so a killed run
-    leaves at most one torn last line, which the next open cuts off; resuming skips every id already
-    stored, so no problem is generated or stored twice.
-    """
+class Folder:
+    """What every results folder has: a manifest.json (the record of how it was made) and a lock."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        self.samples_path = self.root / "samples.jsonl"
+        self.manifest_path = self.root / MANIFEST
 
-    def check_config(self, identity: dict[str, Any], hint: str = "choose another --out or delete it") -> None:
-        """Refuse (one line) a folder holding a run whose stored settings differ from `identity`; writes nothing.
-        Only settings are compared: where the run or its data lives (out, results_dir, data_dir) is not one."""
+    def read_manifest(self) -> dict[str, Any]:
+        """The stored manifest ({} when there is none or it is damaged: it is written anew)."""
+        try:
+            found = json.loads(self.manifest_path.read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def write_manifest(self, manifest: dict[str, Any]) -> Path:
+        """Keep the first start's record; note each resume (when, from which commit, with which command)."""
+        if self.manifest_path.is_file():
+            first = self.read_manifest() or manifest
+            if first is not manifest:
+                first.setdefault("resumed", []).append(
+                    {k: manifest[k] for k in ("started", "git", "command") if k in manifest})
+            manifest = first
+        return atomic_write_json(self.manifest_path, manifest)
+
+    def note_in_manifest(self, key: str, entry: dict[str, Any], **fields: Any) -> None:
+        """Append `entry` to the manifest's `key` list and set `fields` (e.g. a regrade's record)."""
+        manifest = self.read_manifest()
+        manifest.update(fields)
+        manifest.setdefault(key, []).append(entry)
+        atomic_write_json(self.manifest_path, manifest)
+
+    def lock(self, wait: bool = False, on_wait: Callable[[str], None] | None = None):
+        """The folder's single-writer lock (harness/folder_lock.py), to hold while writing."""
+        from harness.folder_lock import FolderLock
+
+        return FolderLock(self.root, wait, on_wait)
+
+
+class RunStore(Folder):
+    """`results/runs/<run-id>/` (an eval run: config.yaml, manifest.json, samples.jsonl, metrics.json) or a
+    training run folder (config.yaml, manifest.json, log.jsonl, checkpoints/).
+
+    Samples are appended whole lines at a time (one write per batch, then fsync), so a killed run
+    leaves at most one torn last line, which the next open cuts off; resuming skips every id already
+    stored, so no problem is generated or stored twice. Readers take no lock and see whole lines only.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        super().__init__(root)
+        self.config_path = self.root / CONFIG
+        self.samples_path = self.root / SAMPLES
+        self.log_path = self.root / LOG
+
+    # ---- config.yaml ------------------------------------------------------------------------------
+    def has_config(self) -> bool:
+        return self.config_path.is_file()
+
+    def read_config(self, needs: tuple[str, ...] = (), missing: str = "no config.yaml") -> dict[str, Any]:
+        """The stored settings (one-line errors: missing, damaged, or a key of `needs` not named)."""
+        from harness.config import read_yaml
+
+        if not self.has_config():
+            raise HarnessError(f"{self.root}: {missing}")
+        config = read_yaml(self.config_path)
+        for key in needs:
+            if not isinstance(config.get(key), str) or not config[key]:
+                raise HarnessError(f"{self.config_path}: names no {key}")
+        return config
+
+    def training_config_file(self) -> Path:
+        """config.yaml of a training run folder (one line when there is none)."""
+        if not self.has_config():
+            raise HarnessError(f"{self.root}: not a training run (no config.yaml)")
+        return self.config_path
+
+    def read_training_config(self) -> dict[str, Any]:
+        """A training run's config.yaml, which must name its method and model."""
+        return self.read_config(("method", "model"), "not a training run (no config.yaml)")
+
+    def check_config(self, identity: dict[str, Any], hint: str = "choose another --out or delete it") -> dict[str, Any]:
+        """Refuse (one line) a folder holding a run whose stored settings differ from `identity`; writes
+        nothing. Only settings are compared: where the run or its data lives (out, results_dir, data_dir)
+        is not one. Returns the stored settings ({} for a new folder)."""
         import yaml
 
-        path = self.root / "config.yaml"
-        check_output_file(path)  # the run folder can be made here (no file in the way, writable)
-        if not path.is_file():
-            return
+        check_output_file(self.config_path)  # the run folder can be made here (no file in the way, writable)
+        if not self.has_config():
+            return {}
         try:
-            stored = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+            stored = yaml.safe_load(self.config_path.read_bytes().decode("utf-8")) or {}
         except (UnicodeDecodeError, yaml.YAMLError):
-            raise HarnessError(f"{path}: damaged (not readable YAML); {hint}") from None
+            raise HarnessError(f"{self.config_path}: damaged (not readable YAML); {hint}") from None
         if not isinstance(stored, dict):
-            raise HarnessError(f"{path}: damaged (not a mapping of settings); {hint}")
+            raise HarnessError(f"{self.config_path}: damaged (not a mapping of settings); {hint}")
         changed = sorted(k for k, v in identity.items() if stored.get(k) != v)
         if changed:
             raise HarnessError(f"{self.root} holds a run with other settings ({', '.join(changed)}); {hint}")
+        return stored
 
     def write_config(self, config: dict[str, Any], identity: dict[str, Any]) -> None:
         self.check_config(identity)
         import yaml
 
-        atomic_write_text(self.root / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        path = self.root / "manifest.json"
-        if path.is_file():  # keep the first start's record; note each resume
-            first = json.loads(path.read_text())
-            first.setdefault("resumed", []).append({k: manifest[k] for k in ("started", "git", "command") if k in manifest})
-            manifest = first
-        atomic_write_json(path, manifest)
+    # ---- samples.jsonl ----------------------------------------------------------------------------
+    def has_samples(self) -> bool:
+        return self.samples_path.is_file()
+
+    def read_samples(self, ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """The stored samples (a reader: never modifies the file), in `ids` order when given (each must
+        be stored), else in file order."""
+        found: dict[str, dict[str, Any]] = {}
+        for record in read_jsonl(self.samples_path):
+            found.setdefault(record["id"], record)
+        if ids is None:
+            return list(found.values())
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise HarnessError(f"{self.root}: {len(missing)} of the compared problems are not stored (first: {missing[0]})")
+        return [found[i] for i in ids]
 
     def load_samples(self) -> dict[str, dict[str, Any]]:
+        """The writer's view, by id: a torn last line is cut and damaged lines are dropped (their
+        problems are generated again)."""
         if not self.samples_path.is_file():
             return {}
         if cut_torn_tail(self.samples_path):
@@ -256,6 +320,9 @@ class RunStore:
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         append_jsonl(self.samples_path, records)
 
+    def rewrite_samples(self, records: list[dict[str, Any]]) -> None:
+        atomic_write_jsonl(self.samples_path, records)
+
     def order_samples(self, ids: list[str]) -> None:
         """Rewrite samples.jsonl (atomically) with `ids` first in that order, the others after as they were:
         episodes are appended as they finish, but readers expect the problems' order."""
@@ -263,7 +330,64 @@ class RunStore:
         rank = {i: n for n, i in enumerate(ids)}
         order = sorted(stored, key=lambda i: rank.get(i, len(rank)))  # stable: the rest keep file order
         if order != list(stored):
-            atomic_write_jsonl(self.samples_path, [stored[i] for i in order])
+            self.rewrite_samples([stored[i] for i in order])
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
-        atomic_write_json(self.root / "metrics.json", metrics)
+        atomic_write_json(self.root / METRICS, metrics)
+
+    # ---- log.jsonl (training runs) -----------------------------------------------------------------
+    def has_log(self) -> bool:
+        return self.log_path.is_file()
+
+    def read_log(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.log_path)
+
+    def append_log(self, records: Iterable[dict[str, Any]]) -> None:
+        append_jsonl(self.log_path, records)
+
+
+class CompareFolder(Folder):
+    """A comparison folder: compare.json (its settings, problems and rows), manifest.json, tables, plots."""
+
+    def __init__(self, root: str | os.PathLike):
+        super().__init__(root)
+        self.spec_path = self.root / COMPARE
+
+    def has_spec(self) -> bool:
+        return self.spec_path.is_file()
+
+    def read_spec(self) -> dict[str, Any]:
+        """compare.json, checked for what a comparison needs (one line when it is damaged)."""
+        try:
+            spec = json.loads(self.spec_path.read_bytes().decode("utf-8"))
+            spec["config"], spec["rows"], spec["problem_ids"]  # noqa: B018 (what a comparison needs)
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
+            raise HarnessError(f"{self.spec_path}: damaged (rerun harness compare to rewrite it)") from None
+        return spec
+
+    def stored_id(self) -> str | None:
+        """The stored comparison's id (None when there is none or it is damaged: it is written anew)."""
+        try:
+            found = json.loads(self.spec_path.read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        return found.get("id") if isinstance(found, dict) else None
+
+    def write_spec(self, spec: dict[str, Any]) -> Path:
+        """compare.json, rewritten only when it changed (a rerun leaves the file as it was)."""
+        if self.has_spec() and self.spec_path.read_bytes() == _json_bytes(spec):
+            return self.spec_path
+        return atomic_write_json(self.spec_path, spec)
+
+
+def folder_kind(path: str | os.PathLike) -> str | None:
+    """What a results folder holds: "compare", "eval" (samples), "train" (a training log) or None."""
+    path = Path(path)
+    if CompareFolder(path).has_spec():
+        return "compare"
+    store = RunStore(path)
+    if store.has_samples():
+        return "eval"
+    if store.has_log():
+        return "train"
+    return None

@@ -104,3 +104,37 @@ def test_the_seed_check_sees_each_kind_of_derivation(tmp_path):
         assert seed_derivations(tmp_path / "m.py"), source
     (tmp_path / "m.py").write_text("rng_for(seed, 'epoch').shuffle(order)\nseed_for(config.seed, 'critic')\n")
     assert seed_derivations(tmp_path / "m.py") == []
+
+
+# ---- a results folder's files are opened by their owner only (issue 24 item 2) -------------------------
+OWNED_FILES = {"config.yaml", "manifest.json", "samples.jsonl", "metrics.json", "log.jsonl", "compare.json"}
+OWNER = HARNESS / "store.py"  # RunStore and CompareFolder
+
+
+def names_owned_file(path: Path) -> list[str]:
+    """Where a module names one of a results folder's files as a path (a string that is the file's name,
+    or ends in "/name"), rather than asking RunStore / CompareFolder for it. Sentences that mention a
+    file (docstrings, messages) are not paths and pass."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            name = node.value.rsplit("/", 1)[-1]
+            if name in OWNED_FILES and (node.value == name or node.value.endswith("/" + name)):
+                found.append(f"{path.parent.name}/{path.name}:{node.lineno} names {name}")
+    return found
+
+
+def test_only_the_store_opens_a_results_folders_files():
+    root = HARNESS.parent
+    modules = [p for folder in ("harness", "methods", "tasks") for p in sorted((root / folder).rglob("*.py"))]
+    found = [where for path in modules if path != OWNER for where in names_owned_file(path)]
+    assert not found, "go through harness.store's RunStore / CompareFolder:\n" + "\n".join(found)
+
+
+def test_the_owner_check_sees_each_way_of_naming_a_file(tmp_path):
+    for source in ('open(run / "samples.jsonl")', 'json.loads((folder / "compare.json").read_text())',
+                   'Path(out).with_name("manifest.json")', 'p = f"{run}/config.yaml"', 'os.path.join(d, "log.jsonl")'):
+        (tmp_path / "m.py").write_text(source + "\n")
+        assert names_owned_file(tmp_path / "m.py"), source
+    (tmp_path / "m.py").write_text('raise HarnessError(f"{run}: no samples.jsonl")\n"""Reads config.yaml."""\n')
+    assert names_owned_file(tmp_path / "m.py") == []

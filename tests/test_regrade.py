@@ -123,3 +123,19 @@ def test_regrade_of_a_folder_without_samples_is_one_line_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["regrade", str(tmp_path)])
     assert result.exit_code == 2
     assert "not a comparison (compare.json) or eval run (samples.jsonl)" in " ".join(result.output.split())
+
+
+def test_every_committed_comparison_regrades_to_itself(tmp_path):
+    """Issue 24's bar on the whole committed reference: `harness regrade` on each comparison changes no
+    byte of its runs, compare.json or tables (today's graders agree with every stored verdict)."""
+    copy = tmp_path / "reference"
+    shutil.copytree(REFERENCE, copy, ignore=shutil.ignore_patterns("checkpoints", "study-*"))
+    before = _snapshot(copy)
+    folders = sorted((copy / "compare").iterdir())
+    assert len(folders) >= 2
+    for folder in folders:
+        result = CliRunner().invoke(app, ["regrade", str(folder)])
+        assert result.exit_code == 0, result.output
+        assert "0 samples rewritten" in " ".join(result.output.split()), result.output
+    changed = {name for name, data in _snapshot(copy).items() if before.get(name) != data}
+    assert not {n for n in changed if not n.endswith((".png", ".pdf"))}, changed  # plot bytes follow matplotlib

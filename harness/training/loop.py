@@ -13,7 +13,6 @@ from typing import Callable
 
 from harness import checkpoint as ckpt
 from harness.errors import HarnessError, Interrupted, warn
-from harness.store import append_jsonl
 from harness.task import Item
 from harness.training.config import TrainConfig
 from harness.training.runlog import check_same_data, gather_mean, step_metrics, truncate_log
@@ -31,10 +30,9 @@ def train(config: TrainConfig, resume: bool = False,
     Every input (settings, stored run, data, model) is checked before anything is written. A run saves a
     checkpoint every `checkpoint_every` steps, at the end of each stage or SFT iteration, at the end, and
     when SIGINT/SIGTERM asks it to stop (see `StopOnSignal`); it then raises `Interrupted`. One process
-    trains a run folder at a time (harness/folder_lock.py: a second is refused, or with `wait` waits)."""
+    trains a run folder at a time (RunStore.lock: a second is refused, or with `wait` waits)."""
     from contextlib import nullcontext
 
-    from harness.folder_lock import FolderLock
     from harness.store import RunStore
 
     run_dir = config.run_dir()
@@ -46,7 +44,7 @@ def train(config: TrainConfig, resume: bool = False,
         raise HarnessError(f"{run_dir} already holds a training run; pass --resume {run_dir} to continue it")
     # The main process holds the folder's lock; the others of a launch write nothing there. (RANK, as
     # torchrun and accelerate launch set it: accelerate's state must not be made before the Trainer's.)
-    lock = FolderLock(run_dir, wait, lambda who: warn(f"{run_dir}: waiting for {who}")) \
+    lock = store.lock(wait, lambda who: warn(f"{run_dir}: waiting for {who}")) \
         if os.environ.get("RANK", "0") == "0" else nullcontext()
     with lock:
         return _train(config, run_dir, store, progress, items)
@@ -63,7 +61,7 @@ def _train(config: TrainConfig, run_dir: Path, store, progress, items) -> Path:
                                                           {"collected_tokens": spent, "collect_share": share})
     accel = trainer.accelerator
     data_files = local_data_files(config.data_dir, trainer.task.data_files(config.split))
-    check_same_data(run_dir, data_files)
+    check_same_data(store, data_files)
     if accel.is_main_process:
         ckpt.clean_temp_folders(run_dir)
         ckpt.latest_checkpoint(run_dir, repair=True)  # damaged newer checkpoints are moved aside, with a warning
@@ -78,7 +76,7 @@ def _train(config: TrainConfig, run_dir: Path, store, progress, items) -> Path:
             {"spec": config.model, "id": trainer.loaded.model_id, "weights_sha256": trainer.loaded.weights_sha256,
              **trainer.generator.model_record()},
             data_files))
-        truncate_log(run_dir / "log.jsonl", trainer.step)
+        truncate_log(store.log_path, trainer.step)
     if config.report_to:
         # A resumed run continues one step axis: TensorBoard hides what an earlier start logged past the
         # checkpoint it restarts from (those steps run again), as log.jsonl is cut back to it.
@@ -121,7 +119,7 @@ def _train(config: TrainConfig, run_dir: Path, store, progress, items) -> Path:
                       **update_tokens(trainer, batch if trainer.sft is not None else episodes, logs),
                       "step_s": time.perf_counter() - start, "lr": trainer.scheduler.get_last_lr()[0]}
             if accel.is_main_process:
-                append_jsonl(run_dir / "log.jsonl", [record])
+                store.append_log([record])
                 trainer.window.append(record)
             if config.report_to:
                 accel.log(record, step=trainer.step)

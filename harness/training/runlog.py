@@ -4,7 +4,6 @@ check that a resumed run reads the data it started with."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from harness.errors import HarnessError, warn
 from harness.metrics import statistics
 from harness.rollout.episode import Episode
+from harness.store import RunStore
 
 
 def step_metrics(episodes: list[Episode]) -> dict[str, float]:
@@ -24,18 +24,15 @@ def step_metrics(episodes: list[Episode]) -> dict[str, float]:
             "tokens": float(sum(s.completion_tokens for e in episodes for s in e.steps))}
 
 
-def check_same_data(run_dir: Path, data_files: dict[str, str]) -> None:
-    """A resumed run must read the same data files (by sha256) as the run it continues."""
-    path = run_dir / "manifest.json"
-    if not path.is_file() or not data_files:
+def check_same_data(store: RunStore, data_files: dict[str, str]) -> None:
+    """A resumed run must read the same data files (by sha256) as the run it continues (a damaged
+    manifest is rewritten: the config check already matched the settings)."""
+    before = store.read_manifest().get("data_sha256")
+    if not isinstance(before, dict) or not data_files:
         return
-    try:
-        before = json.loads(path.read_text(encoding="utf-8")).get("data_sha256") or {}
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return  # a damaged manifest is rewritten; the config check already matched the settings
     changed = sorted(k for k, v in data_files.items() if k in before and before[k] != v)
     if changed:
-        raise HarnessError(f"{run_dir}: the data changed since the run started ({', '.join(changed)} has another "
+        raise HarnessError(f"{store.root}: the data changed since the run started ({', '.join(changed)} has another "
                            "sha256); a resumed run needs the same data")
 
 
