@@ -19,6 +19,7 @@ import toy_task  # noqa: E402,F401
 from harness.training.config import load_train_config  # noqa: E402
 from harness.training.fsdp import full_tensor  # noqa: E402
 from harness.training.sft import example_from_stream  # noqa: E402
+from harness.training.steps import SFTSteps  # noqa: E402
 from harness.training.trainer import Trainer  # noqa: E402
 
 
@@ -41,13 +42,13 @@ def main() -> None:
         return optimizer_step(*args, **kwargs)
 
     trainer.optimizer.step = step_recording_grads
-    if trainer.sft is not None:  # an SFT step: each episode's second attempt as the target after its prompt,
+    if isinstance(trainer.steps, SFTSteps):  # an SFT step: each episode's second attempt as the target after its prompt,
         # this process's share taken as the training loop takes it
         examples = [example_from_stream(e.item.id, list(e.attempts[1].prompt_ids), e.attempts[1], trainer.eos_ids)
                     for e in episodes]
-        trainer.sft_update(examples[rank::world])
+        trainer.steps.fit(examples[rank::world])
     else:
-        trainer.update([e for e in episodes if e.item.id in mine])
+        trainer.steps.loss_step([e for e in episodes if e.item.id in mine])
     weights = {n: full_tensor(p.detach()).cpu().clone() for n, p in trainer.policy_params.items()}
     if trainer.accelerator.is_main_process:
         # The modules an objective declares (a2c2stage's critic adapter and head), stepped by the trainer too.

@@ -243,15 +243,15 @@ def test_star_restarts_each_iteration_from_the_base_weights(tmp_path):
     with trainer_for("star", tmp_path, **{"method_options.iterations": 2, "method_options.steps_per_iteration": 1,
                                           "max_steps": 2}) as trainer:
         initial = {n: p.detach().clone() for n, p in trainer.policy_params.items()}
-        examples, stats = trainer.sft_examples()
+        examples, stats = trainer.steps.examples()
         assert stats["restarted_from_base"] == 0.0 and stats["examples"] == stats["kept"]
-        trainer.sft_update(trainer.sft.batch(0, examples, 4))
+        trainer.steps.fit(trainer.steps.schedule.batch(0, examples, 4))
         with torch.no_grad():  # whatever iteration 0 learned (the tiny model may have kept nothing): moved
             for p in trainer.policy_params.values():
                 p.add_(0.5)
         trainer.optimizer.state[next(iter(trainer.policy_params.values()))] = {"step": torch.tensor(3.0)}
         assert trainer.step == 1
-        _, stats = trainer.sft_examples()  # iteration 1: sampled by the moved policy, fitted from the base
+        _, stats = trainer.steps.examples()  # iteration 1: sampled by the moved policy, fitted from the base
         assert stats["iteration"] == 1.0 and stats["restarted_from_base"] == 1.0
         assert all(torch.equal(p, initial[n]) for n, p in trainer.policy_params.items())
         assert not trainer.optimizer.state

@@ -15,8 +15,7 @@ from harness import checkpoint as ckpt
 from harness.errors import HarnessError, Interrupted, warn
 from harness.task import Item
 from harness.training.config import TrainConfig
-from harness.training.runlog import check_same_data, gather_mean, step_metrics, truncate_log
-from harness.training.sequences import update_tokens
+from harness.training.runlog import check_same_data, truncate_log
 from harness.training.stopping import StopOnSignal, StopRequested
 from harness.training.trainer import Trainer
 
@@ -56,8 +55,9 @@ def _train(config: TrainConfig, run_dir: Path, store, progress, items) -> Path:
     from harness.manifest import build_manifest
 
     trainer = Trainer(config, run_dir, items)  # loads the data and the model: their errors come before any write
+    steps = trainer.steps  # what one step is: RL (rollout, update) or SFT (collection, fit)
     if progress is not None:  # a budgeted SFT collection runs long before its first step: say how far it is
-        trainer.on_collect = lambda spent, share: progress(trainer.step, trainer.total_steps(),
+        trainer.on_collect = lambda spent, share: progress(trainer.step, steps.total_steps(),
                                                           {"collected_tokens": spent, "collect_share": share})
     accel = trainer.accelerator
     data_files = local_data_files(config.data_dir, trainer.task.data_files(config.split))
@@ -85,19 +85,14 @@ def _train(config: TrainConfig, run_dir: Path, store, progress, items) -> Path:
     saved = trainer.step if found is not None else -1
     with GradingPool() as pool, StopOnSignal(abandon=accel.num_processes == 1) as stop:
         trainer.pool = pool
-        while not trainer.finished():
+        while not steps.finished():
             before = trainer.snapshot()
             stop.phase = "rollout"  # a signal now abandons the step: nothing of it has touched the weights
             try:
                 if stop.signal is not None and stop.abandon:  # it came between two steps
                     raise StopRequested
                 start = time.perf_counter()
-                if trainer.sft is not None:
-                    examples, stats = trainer.sft_examples()
-                    batch = trainer.sft.batch(trainer.step, examples, config.problems_per_step)
-                    batch = batch[accel.process_index :: accel.num_processes]  # this process's share
-                else:
-                    episodes = trainer.rollout(trainer.next_problems())
+                work = steps.collect()
                 rollout_s = time.perf_counter() - start
                 stop.phase = "update"  # from here a signal lets the step finish, then the run saves and stops
             except StopRequested:
@@ -108,15 +103,9 @@ def _train(config: TrainConfig, run_dir: Path, store, progress, items) -> Path:
                     raise
                 trainer.restore(before)  # the signal also reached a helper (a grading worker) and broke the rollout
                 break
-            if trainer.sft is not None:
-                logs = trainer.sft_update(batch)
-            else:
-                logs = trainer.update(episodes)
-                stats = gather_mean(accel, {**step_metrics(episodes), **trainer.objective.rollout_logs()})
-                stats["rollout_tokens"] = float(trainer.budget.settle(accel))
-            record = {"step": trainer.step, **stats, **logs, "rollout_s": rollout_s,
-                      "rollout_tokens_total": float(trainer.budget.generated),
-                      **update_tokens(trainer, batch if trainer.sft is not None else episodes, logs),
+            done = steps.update(work)
+            record = {"step": trainer.step, **done.stats, **done.logs, "rollout_s": rollout_s,
+                      "rollout_tokens_total": float(trainer.budget.generated), **done.passes,
                       "step_s": time.perf_counter() - start, "lr": trainer.scheduler.get_last_lr()[0]}
             if accel.is_main_process:
                 store.append_log([record])
@@ -124,18 +113,18 @@ def _train(config: TrainConfig, run_dir: Path, store, progress, items) -> Path:
             if config.report_to:
                 accel.log(record, step=trainer.step)
             stopping = stop.agreed(accel)
-            if stopping or trainer.step % config.checkpoint_every == 0 or trainer.finished() \
-                    or trainer.step in trainer.stage_ends():
+            if stopping or trainer.step % config.checkpoint_every == 0 or steps.finished() \
+                    or trainer.step in steps.stage_ends():
                 trainer.save()  # every process: under FSDP the state is gathered first
                 saved = trainer.step
                 accel.wait_for_everyone()
             if progress is not None:
-                progress(trainer.step, trainer.total_steps(), record)
+                progress(trainer.step, steps.total_steps(), record)
             if stopping:
                 stop.signal = stop.signal or signal.SIGTERM  # another process was asked
                 break
         stop.phase = "done"
-        interrupted = stop.signal is not None and not trainer.finished()
+        interrupted = stop.signal is not None and not steps.finished()
         if interrupted and saved != trainer.step:  # abandoned mid-rollout, or before this start's first checkpoint
             trainer.save()
             accel.wait_for_everyone()
@@ -143,6 +132,6 @@ def _train(config: TrainConfig, run_dir: Path, store, progress, items) -> Path:
         accel.end_training()
     if interrupted:
         name = signal.Signals(stop.signal).name
-        raise Interrupted(f"stopped by {name} after step {trainer.step} of {trainer.total_steps()}, checkpoint saved; "
+        raise Interrupted(f"stopped by {name} after step {trainer.step} of {steps.total_steps()}, checkpoint saved; "
                           f"continue with: harness train --resume {run_dir}", 128 + stop.signal)
     return run_dir

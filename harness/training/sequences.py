@@ -125,40 +125,18 @@ def sequence_length(episode: Episode, steps: str = "attempts") -> int:
     return len(last.prompt_ids) + len(last.token_ids) + int(last.finished)
 
 
-def update_tokens(trainer, data: list, logs: dict[str, float]) -> dict[str, float]:
-    """Tokens each pass of this step's update processed, summed over processes, for its log.jsonl record.
+def summed_over_processes(accelerator, counts: dict[str, float]) -> dict[str, float]:
+    """A step's token counts (each process ran its share of the data) summed over processes, for its
+    log.jsonl record; `*_parameters` entries are sizes, not counts, and stay as they are.
 
     Every pass runs over whole sequences, prompt included, not only the sampled tokens: an RL episode's
     [x, y1, instruction, y2] (`sequence_length`; RRR's reflection and its request too), an SFT example's
-    prompt and target (`input_ids`). Padding is left out. Keys:
-    - `policy_tokens`: the policy's forward and backward pass (RL and SFT);
-    - `reference_tokens`: the reference's forward pass (RL: the same sequences, adapters off or a frozen copy);
-    - `critic_tokens`: the forward and backward pass of a module the objective trains beside the policy
-      (a2c2stage's critic). On the policy's base model (its own LoRA adapter) it runs over the same
-      sequences; a critic loaded as its own model (`.lm`) encodes the states s1 = [x] and s2 = [x, y1, p]
-      afresh: their tokens, counted with the policy's tokenizer, and `critic_parameters` (its N).
-    A skipped step (nothing to learn from) ran no pass: every count is 0.
-    """
-    from harness.diagnostics import count_parameters
-
-    data = [] if logs.get("skipped") else data
-    if trainer.sft is not None:
-        policy = float(sum(len(example.input_ids) for example in data))
-        found = {"policy_tokens": policy}
-    else:
-        policy = float(sum(sequence_length(e, trainer.objective.masked_steps) for e in data))
-        found = {"policy_tokens": policy, "reference_tokens": policy}
-        for extra in trainer.modules:
-            lm = getattr(extra.module, "lm", None)
-            if lm is None:  # on the policy's base: the same sequences
-                found["critic_tokens"] = found.get("critic_tokens", 0.0) + policy
-            else:
-                states = float(sum(len(a.prompt_ids) for e in data for a in e.attempts))
-                found["critic_tokens"] = found.get("critic_tokens", 0.0) + states
-                found["critic_parameters"] = float(count_parameters(lm))
-    if trainer.accelerator.num_processes > 1:  # each process ran its own share of the episodes
-        keys = [k for k in found if k != "critic_parameters"]
-        summed = trainer.accelerator.reduce(torch.tensor([found[k] for k in keys], device=trainer.accelerator.device),
-                                            "sum").tolist()
-        found.update(zip(keys, summed))
-    return found
+    prompt and target (`input_ids`). Padding is left out. Keys: `policy_tokens` (the policy's forward and
+    backward pass), `reference_tokens` (RL: the reference's forward over the same sequences),
+    `critic_tokens` and `critic_parameters` (a module the objective trains beside the policy; see
+    harness/training/steps.py). A skipped step (nothing to learn from) ran no pass: every count is 0."""
+    if accelerator.num_processes == 1:
+        return counts
+    keys = [k for k in counts if not k.endswith("_parameters")]
+    summed = accelerator.reduce(torch.tensor([counts[k] for k in keys], device=accelerator.device), "sum").tolist()
+    return {**counts, **dict(zip(keys, summed))}
