@@ -24,6 +24,7 @@ from harness.data import DATA_ENV, read_jsonl, resolve_data_dir
 from harness.errors import HarnessError, Interrupted
 from harness.evaluate import RolloutSettings
 from harness.sampling import SAMPLING_FIELDS, Sampling
+from harness.settings import RunSettings
 from harness.task import TASKS, get_task
 
 class OneLineUsageErrors(TyperGroup):
@@ -148,8 +149,10 @@ def options_from(*classes: type, into: str, unset: bool = False) -> Callable[[Ca
     def option(f: dataclasses.Field, hint: object) -> inspect.Parameter:
         default = None if unset else f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kind = next(a for a in typing.get_args(hint) if a is not type(None)) if typing.get_args(hint) else hint
+        flags = f.metadata.get("flags") or ()
         return inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                 default=typer.Option(default, help=f.metadata["help"]),
+                                 default=typer.Option(default, *flags, help=f.metadata["help"],
+                                                      envvar=f.metadata.get("envvar")),
                                  annotation=Optional[kind] if unset or default is None else kind)
 
     def decorate(command: Callable) -> Callable:
@@ -169,11 +172,10 @@ def options_from(*classes: type, into: str, unset: bool = False) -> Callable[[Ca
     return decorate
 
 
-def rollout_settings(options: dict, data_dir: Optional[Path], out: Optional[Path]) -> dict:
+def rollout_settings(options: dict) -> dict:
     """RolloutSettings keyword arguments from the options `options_from` made (eval and compare)."""
     sampling = Sampling(**{k: options.pop(k) for k in SAMPLING_FIELDS})
-    return {**options, "sampling": sampling, "data_dir": str(data_dir) if data_dir else None,
-            "out": str(out) if out else None}
+    return {**options, "sampling": sampling}
 
 
 @app.command("tasks")
@@ -275,12 +277,8 @@ WAIT = typer.Option(False, "--wait", help="If another process is writing the run
 @user_errors
 @options_from(RolloutSettings, into="rollout")
 def eval_command(
-    task: str = typer.Option("gsm8k", "--task", "-t", help="Task name (see `harness tasks`)."),
-    model: str = typer.Option("embedded", "--model", "-m", help="Alias, hub id, folder or .gguf (see `harness models`)."),
     method: str = typer.Option("base", help="How attempt k+1 is asked for."),
-    rollout: dict = None,  # split, limit, turns, seed, batch size, sampling, dtype, device, backend
-    data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder."),
-    out: Optional[Path] = typer.Option(None, help="Run folder (default: results/runs/<task>-<method>-<model>-...)."),
+    rollout: dict = None,  # RolloutSettings: task, model, split, limit, turns, seed, sampling, ..., data dir, out
     checkpoint: Optional[Path] = typer.Option(None, help="A training run folder: evaluate its trained policy."),
     checkpoint_select: Optional[str] = typer.Option(
         None, "--checkpoint-select", metavar="best|last|step-N",
@@ -296,10 +294,10 @@ def eval_command(
     from harness.evaluate import EvalConfig, evaluate
     from harness.report import metrics_table
 
-    config = EvalConfig(task=task, method=method, model=model, **rollout_settings(rollout, data_dir, out),
+    config = EvalConfig(method=method, **rollout_settings(rollout),
                         checkpoint=str(checkpoint) if checkpoint else None, checkpoint_select=checkpoint_select)
     config.adopt_trained_run()
-    method, model = config.method, config.model
+    task, method, model = config.task, config.method, config.model
     from harness.method import feedback_label
 
     label = feedback_label(method, config.feedback)  # `rrr (oracle)` under the verifier's protocol
@@ -339,16 +337,11 @@ def _split_list(values: list[str]) -> list[str]:
 @user_errors
 @options_from(RolloutSettings, into="rollout")
 def compare_command(
-    task: str = typer.Option("gsm8k", "--task", "-t", help="Task name (see `harness tasks`)."),
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods (default: every training-free one); "
                                                      "a trained method needs its run in --checkpoints."),
     checkpoints: list[str] = typer.Option([], help="Training-run folders (repeat or comma-separate); each row is "
                                                    "labelled by the method its config.yaml names."),
-    model: str = typer.Option("embedded", "--model", "-m", help="Alias, hub id, folder or .gguf (the base model)."),
-    rollout: dict = None,  # split, limit, turns, seed, batch size, sampling, dtype, device, backend
-    data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder."),
-    results_dir: Path = typer.Option(Path("results"), help="Root of runs/ and compare/."),
-    out: Optional[Path] = typer.Option(None, help="Comparison folder (default: RESULTS_DIR/compare/<task>-<id>)."),
+    rollout: dict = None,  # RolloutSettings: task, model (the base), split, limit, ..., data dir, out, results dir
     reported: bool = typer.Option(False, "--reported", help="Add the papers' numbers reported for this task under "
                                                             "this --feedback protocol (e.g. SCoRe Tab. 2 for math500)."),
     checkpoint_select: Optional[str] = typer.Option(
@@ -364,15 +357,17 @@ def compare_command(
     """
     from harness.compare import CompareConfig, plan, run_compare
 
-    config = CompareConfig(task=task, model=model, **rollout_settings(rollout, data_dir, out), results_dir=str(results_dir),
+    config = CompareConfig(**rollout_settings(rollout),
                            methods=_split_list([methods]) if methods is not None else None,
                            checkpoints=_split_list(checkpoints), reported=reported, checkpoint_select=checkpoint_select)
     prepared = plan(config)  # every check before any work: a bad input writes nothing
     with progress_bar() as bar:
-        result = run_compare(prepared, lambda row: eval_progress(bar, f"{task} · {row.label} · {row.eval.model}"), wait)
+        result = run_compare(prepared, lambda row: eval_progress(bar, f"{config.task} · {row.label} · {row.eval.model}"),
+                             wait)
     done = ", ".join(f"{k} {'stored' if v == 0 else f'{v} generated now'}" for k, v in result.generated_now.items())
     console.print(f"{len(prepared.problem_ids)} problems per method ({done})")
-    _print_outputs(result.outputs, f"{task} ({config.split}) · {model} · {config.turns} turns (%, 95% CI)", result.folder)
+    _print_outputs(result.outputs, f"{config.task} ({config.split}) · {config.model} · {config.turns} turns (%, 95% CI)",
+                   result.folder)
 
 
 @app.command("report")
@@ -412,25 +407,17 @@ def regrade_command(
 
 @app.command("train")
 @user_errors
-@options_from(Sampling, into="sampling", unset=True)
+@options_from(RunSettings, into="run", unset=True)
 def train_command(
     method: Optional[str] = typer.Option(None, help="A trained method: score, a2c2stage, rrr, pair-sft, star "
                                                     "(required unless --resume)."),
-    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task to train on (default: gsm8k)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Alias, hub id, folder or .gguf (default: embedded)."),
     preset: Optional[str] = typer.Option(None, help="cpu-tiny (tests), cpu-demo (embedded, a few steps), gpu-paper."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig fields."),
     max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (with --rollout-tokens: the most it may take)."),
     rollout_tokens: Optional[int] = typer.Option(None, help="Token budget: stop once rollouts have generated this "
                                                  "many tokens (SFT methods spend it on their collections)."),
-    seed: Optional[int] = typer.Option(None, help="Seed for data order, sampling and LoRA init."),
-    backend: Optional[str] = typer.Option(None, help="Rollout backend: auto (vllm on a GPU where installed, else hf), "
-                                          "hf, vllm, llamacpp (LoRA; the quantized engine's samples are weighed "
-                                          "by truncated importance weights)."),
-    sampling: dict = None,  # --max-new-tokens, --temperature, --top-p (default: the preset's, else 256, 1.0, 1.0)
+    run: dict = None,  # RunSettings: task, model, seed, sampling, backend, ... (unset: the preset's, else TrainConfig's)
     set_: list[str] = typer.Option([], "--set", help="Override any field: --set lr=1e-5 --set method_options.alpha=5."),
-    data_dir: Optional[Path] = typer.Option(None, envvar=DATA_ENV, help="Local data folder."),
-    out: Optional[Path] = typer.Option(None, help="Run folder (default: results/runs/train-<method>-<task>-...)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last checkpoint."),
     wait: bool = WAIT,
 ) -> None:
@@ -444,10 +431,9 @@ def train_command(
     from harness.store import RunStore
     from harness.training.runlog import status_line
 
-    explicit = {"method": method, "task": task, "model": model, "max_steps": max_steps, "rollout_tokens": rollout_tokens,
-                "seed": seed, "backend": backend,
-                **sampling,
-                "data_dir": str(data_dir) if data_dir else None, "out": str(resume or out) if (resume or out) else None}
+    out = run["out"]
+    explicit = {"method": method, "max_steps": max_steps, "rollout_tokens": rollout_tokens, **run,
+                "out": str(resume or out) if (resume or out) else None}
     if resume is not None:
         if out is not None and Path(out).resolve() != resume.resolve():
             raise HarnessError("give --resume RUN_DIR or --out, not both (a resumed run stays in its folder)")

@@ -166,9 +166,11 @@ class Rule:
 
 
 def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, help: str | None = None,
-            **rule: Any) -> Any:
-    """A dataclass field with a rule: `lr: float = setting(5e-6, gt=0)`; `help` is its command-line help."""
-    return dataclasses.field(default=default, default_factory=factory, metadata={"rule": Rule(**rule), "help": help})
+            flags: tuple[str, ...] = (), envvar: str | None = None, **rule: Any) -> Any:
+    """A dataclass field with a rule: `lr: float = setting(5e-6, gt=0)`. `help` makes it a command-line
+    option (cli.options_from), named `flags` when given (else --field-name), read from `envvar` when unset."""
+    return dataclasses.field(default=default, default_factory=factory,
+                             metadata={"rule": Rule(**rule), "help": help, "flags": flags, "envvar": envvar})
 
 
 def _type_problem(value: Any, hint: Any) -> str | None:

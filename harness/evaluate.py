@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.config import DTYPE_HELP, DTYPES, check_device, check_fields, setting
+from harness.config import check_fields, setting
 from harness.data import local_data_files
 from harness.diagnostics import model_parameters
 from harness.errors import HarnessError, warn
 from harness.manifest import build_manifest
 from harness.method import FEEDBACKS, get_method, with_feedback
 from harness.metrics import TurnMetrics, score_samples
-from harness.rollout.backend import BACKENDS, resolve_backend
-from harness.sampling import Sampling, flatten
+from harness.rollout.backend import resolve_backend
+from harness.sampling import flatten
+from harness.settings import RunSettings
 from harness.store import RunStore, run_hash
 from harness.task import get_task
 
@@ -25,13 +26,12 @@ NOT_IDENTITY = {"limit", "batch_size", "out", "data_dir", "device", "results_dir
 
 
 @dataclass
-class RolloutSettings:
-    """What every evaluation of a comparison shares: the problems, the model and the sampling."""
+class RolloutSettings(RunSettings):
+    """What every evaluation of a comparison shares: the run settings (task, model, seed, sampling, ...)
+    and which problems, how many attempts, under which protocol."""
 
-    task: str = "gsm8k"
     # A field with `help` is a command-line option of eval and compare, made from the field (cli.py).
     split: str = setting("test", help="Which split to evaluate.")
-    model: str = setting("embedded", check=lambda m: None if m.strip() else "must not be empty")
     limit: int | None = setting(None, ge=1, help="Only the first N problems (default: all).")
     turns: int = setting(2, ge=2, help="Attempts per problem (K >= 2).")  # self-correction needs a second attempt
     # Part of a run's identity only when not "none": intrinsic runs keep the ids they had before it.
@@ -40,17 +40,6 @@ class RolloutSettings:
                                  "turn with no verifier signal (SCoRe's protocol). oracle: the grader is the "
                                  "verifier, as in RRR: a correct attempt ends the episode, the request after a "
                                  "wrong one says it was wrong.")
-    seed: int = setting(0, ge=0, lt=2**32, help="Sampling seed (in a comparison, the same for every method).")
-    batch_size: int = setting(0, ge=0, help="Rows decoded at once (0: as many as free memory allows).")
-    sampling: Sampling = field(default_factory=Sampling)  # its fields are options too
-    dtype: str = setting("auto", choices=DTYPES, help=DTYPE_HELP)
-    device: str = setting("auto", check=check_device, help="auto, cpu, cuda, cuda:1, mps.")
-    backend: str = setting("auto", choices=BACKENDS,
-                           help="Generation backend: auto (vllm on a GPU where installed, else hf), hf (transformers), "
-                                "vllm, llamacpp (llama.cpp on a GGUF of the model).")
-    data_dir: str | None = None
-    out: str | None = None
-    results_dir: str = "results"
 
     def settings(self) -> dict[str, Any]:
         """Every setting, flat (sampling's at the top level): what config.yaml and the manifest hold.

@@ -112,7 +112,7 @@ TRAIN_CASES += [("sampling=5",), ("sampling.nosuch=1",)]
 # The cases of issue 15 and others a rule cannot derive:
 TRAIN_CASES += [(s,) for s in (
     "lr=-1", "lr=nan", "lr=0", "lora.rank=0", "lora.dropout=2", "lora.targets=nosuch", "lora.targets=q_proj,nosuch",
-    "lora.targets=", "lora=5", "report_to=nosuch", "report_to=wandb", "checkpoint_every=0", "batch_size=0",
+    "lora.targets=", "lora=5", "report_to=nosuch", "report_to=wandb", "checkpoint_every=0", "batch_size=-1",
     "temperature=-1", "top_p=0", "warmup_steps=-5", "max_grad_norm=-1", "device=cuda:7", "device=tpu",
     "device=cuda:x", "seed=-1", "method=base", "method=nosuch", "task=nosuch", "split=nosuch", "model=/no/such/model",
     "model=", "problems_per_step=3", "method_options=5", "method_options.nosuch=1", "max_steps=1e30", "lr",

@@ -194,3 +194,23 @@ def test_a_bad_feedback_is_one_line_exit_2(tmp_path, monkeypatch, data_dir, comm
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "--feedback" in lines[0], result.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+# The folder each committed study run would have had without --out, as the code before the shared run
+# settings (harness/settings.py) named it: a training run's id must not move when its settings' code does.
+STUDY_IDS = {"score": "train-score-gsm8k-embedded-13f71cb5", "star": "train-star-gsm8k-embedded-b3816312",
+             "pair-sft": "train-pair-sft-gsm8k-embedded-3ab77765"}
+
+
+@pytest.mark.parametrize("name", sorted(STUDY_IDS))
+def test_the_committed_training_runs_keep_their_settings_and_ids(name):
+    import yaml
+
+    from harness.training.config import load_train_config
+
+    path = REPO / "results" / "reference" / "study-gsm8k" / "runs" / name / "config.yaml"
+    stored = yaml.safe_load(path.read_text())
+    config = load_train_config(None, str(path))
+    assert config.settings() == stored  # every key read back, none added or renamed
+    config.out = None
+    assert config.run_dir().name == STUDY_IDS[name]

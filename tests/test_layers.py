@@ -11,7 +11,8 @@ from pathlib import Path
 HARNESS = Path(__file__).resolve().parents[1] / "harness"
 
 LAYERS = [
-    {"errors", "registry", "config", "sampling", "prompts", "data", "store", "folder_lock", "metrics", "manifest", "task"},
+    {"errors", "registry", "config", "sampling", "settings", "prompts", "data", "store", "folder_lock", "metrics",
+     "manifest", "task"},
     {"grading", "lora", "checkpoint", "method"},
     {"models", "gguf_export", "gguf_lora"},
     {"rollout", "diagnostics"},

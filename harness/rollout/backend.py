@@ -11,7 +11,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 
-BACKENDS = ("auto", "hf", "vllm", "llamacpp")
+from harness.settings import BACKENDS
 
 
 def resolve_backend(backend: str, device: str, model: str | None = None) -> str:

@@ -7,10 +7,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import DTYPES, build, check_device, check_fields, merge, parse_overrides, read_yaml, setting
+from harness.config import build, check_fields, merge, parse_overrides, read_yaml, setting
 from harness.errors import HarnessError
 from harness.lora import LoraSettings
 from harness.sampling import Sampling, flatten, nest
+from harness.settings import RunSettings, other_default
 from harness.store import run_hash
 
 
@@ -26,18 +27,22 @@ def _installed_trackers(names: list[str]) -> str | None:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunSettings):
+    """The run settings (task, model, seed, sampling, backend, ...: harness/settings.py) and what training adds."""
+
     method: str = "score"
-    task: str = "gsm8k"
     split: str = "train"
-    model: str = setting("embedded", check=lambda m: None if m.strip() else "must not be empty")
     max_steps: int = setting(100, ge=1)
     # > 0: stop once the rollouts have generated this many tokens (harness/training/budget.py); max_steps caps
     rollout_tokens: int = setting(0, ge=0)
     problems_per_step: int = setting(8, ge=1)  # distinct problems per optimizer step (global, over all processes)
     samples_per_problem: int = setting(2, ge=1)  # episodes per problem (>= 2 gives leave-one-out baselines)
     grad_accum: int = setting(1, ge=1)  # micro-batches per optimizer step
-    sampling: Sampling = field(default_factory=lambda: Sampling(max_new_tokens=256, temperature=1.0))  # on-policy
+    # Training samples on-policy (T = 1) and shorter by default than evaluation's greedy 512 tokens.
+    sampling: Sampling = other_default("sampling", factory=lambda: Sampling(max_new_tokens=256, temperature=1.0))
+    # 8 rows by default (0, rows from free memory, is allowed as in eval): a default run's id is the one it
+    # always had (batch_size is part of a training run's identity).
+    batch_size: int = other_default("batch_size", 8)
     lr: float = setting(5e-6, gt=0)
     weight_decay: float = setting(0.0, ge=0)
     max_grad_norm: float = setting(1.0, ge=0)  # 0: no clipping
@@ -45,18 +50,8 @@ class TrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     method_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"alpha": 10, "stage1_steps": 50}
     checkpoint_every: int = setting(50, ge=1)
-    seed: int = setting(0, ge=0, lt=2**32)  # numpy takes seeds in [0, 2**32)
-    dtype: str = setting("auto", choices=DTYPES)
-    device: str = setting("auto", check=check_device)
-    batch_size: int = setting(8, ge=1)  # generation batch
-    # rollouts: auto = vllm on a GPU where installed, else hf; llamacpp: quantized engine on CPU (asked for only)
-    backend: str = setting("auto", choices=("auto", "hf", "vllm", "llamacpp"))
     vllm_memory_share: float = setting(0.3, gt=0, lt=1)  # GPU memory for the vLLM engine beside the trainer
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (big models on one GPU)
-    # Where the data and the run live: not part of a run's identity (a run folder can be moved).
-    data_dir: str | None = None
-    out: str | None = None
-    results_dir: str = "results"
     report_to: list[str] = setting(factory=lambda: ["tensorboard"], choices=_trackers(), check=_installed_trackers)
 
     def identity(self) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def rollout_generator(config, loaded, policy, run_dir: Path, processes: int = 1)
     with its own weights (vllm, llamacpp; LoRA only, one training process)."""
     backend = training_backend(config)
     if backend not in ENGINES:
-        return EngineGenerator(policy, loaded.tokenizer, config.batch_size)
+        return EngineGenerator(policy, loaded.tokenizer, config.batch_size or None)  # 0: rows from free memory
     if not config.lora.enabled:  # TrainConfig.validate says so first; kept here for callers that skip it
         raise HarnessError(f"--backend {backend} trains LoRA policies only; use --backend hf for full fine-tuning")
     if processes > 1:
@@ -49,7 +49,7 @@ def rollout_generator(config, loaded, policy, run_dir: Path, processes: int = 1)
         from harness.rollout.backend import llamacpp_gguf
 
         return PolicyLlamaCppGenerator(llamacpp_gguf(config.model), loaded.tokenizer, eos, policy,
-                                       run_dir / "rollout-adapter", parallel=config.batch_size)
+                                       run_dir / "rollout-adapter", parallel=config.batch_size or 32)
     from harness.models import auto_bf16
     from harness.rollout.vllm_generator import VLLMSettings
 
