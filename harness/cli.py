@@ -292,7 +292,7 @@ def eval_command(
     and regenerates nothing already stored (a larger --limit extends the run).
     """
     from harness.evaluate import EvalConfig, evaluate
-    from harness.report import metrics_table
+    from harness.terminal import metrics_table
 
     config = EvalConfig(method=method, **rollout_settings(rollout),
                         checkpoint=str(checkpoint) if checkpoint else None, checkpoint_select=checkpoint_select)
@@ -314,13 +314,13 @@ def eval_command(
 
 
 def _print_outputs(outputs, title: str, folder: Path) -> None:
-    from harness.report import metrics_table
+    from harness.terminal import metrics_table
 
     if outputs.metrics:
         console.print(metrics_table(outputs.metrics, title=title))
         console.print("generated tokens per problem: " + ", ".join(f"{k} {v:.0f}" for k, v in outputs.tokens.items()))
     if any(row.diagnostics is not None for row in outputs.rows):
-        from harness.report import diagnostics_table
+        from harness.terminal import diagnostics_table
 
         console.print(diagnostics_table(outputs.rows))
     names = ", ".join(str(p.relative_to(folder)) if p.is_relative_to(folder) else str(p) for p in outputs.written)
@@ -380,7 +380,7 @@ def report_command(
     A comparison folder gets its tables and plots back (byte-identical tables); an eval run gets
     table.md/csv/tex and plots beside its samples; a training run gets training_curves.png/pdf.
     """
-    from harness.artifacts import report
+    from harness.report import report
 
     outputs = report(path)
     _print_outputs(outputs, f"{outputs.title} (%, 95% CI)", path)

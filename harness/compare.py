@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.artifacts import Outputs, summarize_rows, write_compare_outputs
+from harness.report import Outputs, summarize_rows, write_compare_outputs
 from harness.errors import HarnessError
 from harness.store import CompareFolder, RunStore, run_hash
 from harness.evaluate import EvalConfig, RolloutSettings, evaluate
@@ -29,7 +29,7 @@ class CompareConfig(RolloutSettings):
 
     methods: list[str] | None = None  # None: every registered training-free method
     checkpoints: list[str] = field(default_factory=list)  # training-run folders of trained methods
-    reported: bool = False  # add the papers' numbers (harness.reported) as rows
+    reported: bool = False  # add the papers' numbers (harness.paper_numbers) as rows
     # Which checkpoint of each --checkpoints run: best | last | step-N (None: each method's default,
     # Method.checkpoint_select); a trained row's label names it, e.g. `score (best: step-12)`.
     checkpoint_select: str | None = None

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, Iterable
 
 from harness.grading.latex import exact_text
@@ -160,8 +158,8 @@ def _steps_within(record: dict[str, Any], turns: int | None) -> list[dict[str, A
 @dataclass(frozen=True)
 class TrainingTokens:
     """Tokens a training run's update passes processed, summed over its log.jsonl (written per step by
-    harness.training.sequences.update_tokens): whole sequences, prompt included, padding left out. An RL
-    episode is [x, y1, instruction, y2] (plus RRR's reflection and its request); an SFT example is its
+    RLSteps.passes and SFTSteps.passes, harness/training/steps.py): whole sequences, prompt included,
+    padding left out. An RL episode is [x, y1, instruction, y2] (plus RRR's reflection and its request); an SFT example is its
     prompt and target. Rollout sampling (inference) is not counted here."""
 
     policy: float = 0.0  # through the policy's forward and backward pass: 6·N FLOPs each
@@ -205,67 +203,3 @@ def budget_note(tokens_per_problem: dict[str, float]) -> str:
     return (f"Budget: generated tokens per problem differ by more than {BUDGET_SPREAD:.0%} between rows "
             f"({least} {low:.0f}, {most} {high:.0f}); compare the rows at equal compute (tokens, FLOPs), "
             f"not only by accuracy.")
-
-
-# --- N, the parameter count ---------------------------------------------------------------------------
-
-def parameter_count(model: dict[str, Any] | None) -> int | None:
-    """N of a manifest's model entry: its recorded `parameters`, else counted from the model's config.json
-    found locally (meta device: no weights loaded, nothing downloaded or built); None when neither."""
-    if not model:
-        return None
-    if isinstance(model.get("parameters"), int):
-        return model["parameters"]
-    config = _local_config(str(model.get("spec", "")))
-    return _count_from_config(str(config)) if config else None
-
-
-def model_parameters(loaded, spec: str) -> int | None:
-    """N of a LoadedModel: counted on its weights, or from its config when a backend loads the weights
-    itself (vLLM: `loaded.model` is None)."""
-    if loaded.model is not None:
-        return count_parameters(loaded.model)
-    return parameter_count({"spec": loaded.path or spec})
-
-
-def count_parameters(torch_model) -> int:
-    """N of a loaded model: unique parameters (tied embeddings once)."""
-    return sum(p.numel() for p in torch_model.parameters())
-
-
-def _local_config(spec: str) -> Path | str | None:
-    from harness import models
-
-    if spec == "embedded":
-        path = models.embedded_cache_path()
-    elif spec in models.TINY_SIZES:
-        path = models.tiny_cache_path(spec)
-    else:
-        path = Path(spec).expanduser()
-        if not path.exists() and spec and not spec.startswith((".", "/", "~")):
-            return _cached_hub_config(spec)
-    return path if (path / "config.json").is_file() else None
-
-
-def _cached_hub_config(hub_id: str) -> str | None:
-    try:
-        from transformers.utils import cached_file
-
-        found = cached_file(hub_id, "config.json", local_files_only=True, _raise_exceptions_for_missing_entries=False)
-    except (OSError, ValueError):
-        return None
-    return str(Path(found).parent) if found else None
-
-
-@lru_cache(maxsize=None)
-def _count_from_config(folder: str) -> int | None:
-    import torch
-    import transformers
-
-    try:
-        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
-        with torch.device("meta"):  # shapes only: no memory, no weights read
-            model = transformers.AutoModelForCausalLM.from_config(config)
-    except (OSError, ValueError, KeyError):
-        return None
-    return count_parameters(model)

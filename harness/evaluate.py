@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from harness.config import check_fields, setting
 from harness.data import local_data_files
-from harness.diagnostics import model_parameters
+from harness.model_size import model_parameters
 from harness.errors import HarnessError, warn
 from harness.manifest import build_manifest
 from harness.method import FEEDBACKS, get_method, with_feedback

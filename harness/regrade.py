@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.artifacts import Outputs, report, summarize_rows, write_compare_outputs
+from harness.report import Outputs, report, summarize_rows, write_compare_outputs
 from harness.errors import HarnessError
 from harness.grading import GradingPool
 from harness.manifest import git_state

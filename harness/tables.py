@@ -12,7 +12,7 @@ from typing import Any, Callable
 from harness.diagnostics import Compute, RowDiagnostics, budget_note
 from harness.method import feedback_label
 from harness.metrics import TurnMetrics
-from harness.reported import ReportedRow
+from harness.paper_numbers import ReportedRow
 
 Cell = tuple[float, "float | None", "float | None"]  # (value, low, high) in percent; low/high None: no interval
 

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.diagnostics import parameter_count
+from harness.model_size import parameter_count
 from harness.store import atomic_write_json
 
 

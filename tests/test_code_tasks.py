@@ -15,7 +15,7 @@ from harness.grading import grade_many
 from harness.grading.code import extract_program
 from harness.method import get_method
 from harness.prompts import SCORE_CORRECTION
-from harness.reported import reported_rows
+from harness.paper_numbers import reported_rows
 from harness.rollout.episode import Episode, Step
 from harness.task import get_task
 from tasks.code_prompts import CODE_CORRECTION

@@ -16,7 +16,7 @@ from harness.cli import app
 from harness.compare import CompareConfig, plan
 from harness.errors import HarnessError
 from harness.metrics import self_correction_metrics
-from harness.reported import REPORTED, reported_rows
+from harness.paper_numbers import REPORTED, reported_rows
 
 runner = CliRunner()
 TABLES = ("table.md", "table.csv", "table.tex")
@@ -74,7 +74,7 @@ def test_compare_writes_tables_and_plots_and_report_reproduces_them(tmp_path, da
         assert stored["metrics"]["n"] == 8
 
     # --reported: no paper reported GSM8K, so no reported rows and no citations (issue 21; the papers' rows
-    # on the tasks they reported, and how they render, are in tests/test_reported.py)
+    # on the tasks they reported, and how they render, are in tests/test_paper_numbers.py)
     assert [r for r in rows if r["kind"] == "reported"] == [] and reported_rows("gsm8k") == []
     assert len(REPORTED) == 21
     markdown = (folder / "table.md").read_text()
@@ -217,7 +217,7 @@ def test_report_rebuilds_the_committed_reference_tables_byte_for_byte(tmp_path):
     must give back exactly the committed tables (the numbers and their format cannot drift unnoticed)."""
     import shutil
 
-    from harness.artifacts import report
+    from harness.report import report
 
     source = Path(__file__).resolve().parents[1] / "results" / "reference"
     folders = sorted((source / "compare").iterdir())

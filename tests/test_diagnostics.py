@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.artifacts import report
+from harness.report import report
 from harness.diagnostics import (budget_note, compute, edit_ratio, episode_diagnostics, episodes_csv,
-                                 paired_mcnemar_p, parameter_count, row_diagnostics, training_tokens)
+                                 paired_mcnemar_p, row_diagnostics, training_tokens)
+from harness.model_size import parameter_count
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 
@@ -147,26 +148,28 @@ def test_training_flops_count_every_token_each_pass_processes_prompts_included()
     import torch
 
     from harness.diagnostics import TrainingTokens
-    from harness.training.sequences import build_sequences, update_tokens
+    from harness.training.sequences import build_sequences
+    from harness.training.steps import RLSteps, SFTSteps
 
     episodes = [_stream_episode(5, 3, 4, 2, False), _stream_episode(6, 2, 4, 3, True)]
     assert int(build_sequences(episodes, pad_id=0, eos_ids=[0]).attention_mask.sum()) == 32  # what the passes see
 
-    def trainer(*modules, sft=None):
-        return SimpleNamespace(sft=sft, objective=SimpleNamespace(masked_steps="attempts"), modules=list(modules),
-                               accelerator=SimpleNamespace(num_processes=1))
+    def rl(*modules):  # the step's passes as RLSteps counts them, for a trainer with these declared modules
+        return RLSteps(SimpleNamespace(objective=SimpleNamespace(masked_steps="attempts"), modules=list(modules),
+                                       accelerator=SimpleNamespace(num_processes=1)))
 
-    plain = update_tokens(trainer(), episodes, {})  # score, rrr: policy forward+backward, reference forward
+    plain = rl().passes(episodes)  # score, rrr: policy forward+backward, reference forward
     assert plain == {"policy_tokens": 32.0, "reference_tokens": 32.0}
     shared = SimpleNamespace(name="critic", module=SimpleNamespace())  # a2c2stage: critic adapter on the base
-    assert update_tokens(trainer(shared), episodes, {})["critic_tokens"] == 32.0
+    assert rl(shared).passes(episodes)["critic_tokens"] == 32.0
     own_lm = torch.nn.Linear(3, 2)  # a critic loaded as its own model: N_critic = 3·2 + 2 = 8
-    own = update_tokens(trainer(SimpleNamespace(name="critic", module=SimpleNamespace(lm=own_lm))), episodes, {})
+    own = rl(SimpleNamespace(name="critic", module=SimpleNamespace(lm=own_lm))).passes(episodes)
     # its states s1 = [x] and s2 = [x, y1, EOS, instruction]: A 5 + 13, B 6 + 13
     assert (own["critic_tokens"], own["critic_parameters"]) == (37.0, 8.0)
-    assert update_tokens(trainer(), episodes, {"skipped": 1.0}) == {"policy_tokens": 0.0, "reference_tokens": 0.0}
+    assert rl().passes([]) == {"policy_tokens": 0.0, "reference_tokens": 0.0}  # a skipped step ran no pass
     examples = [SimpleNamespace(input_ids=[1] * 20), SimpleNamespace(input_ids=[1] * 12)]  # SFT: prompt + target
-    assert update_tokens(trainer(sft=object()), examples, {}) == {"policy_tokens": 32.0}
+    sft = SimpleNamespace(trainer=SimpleNamespace(accelerator=SimpleNamespace(num_processes=1)))
+    assert SFTSteps.passes(sft, examples) == {"policy_tokens": 32.0}
 
     # FLOPs with N = 1000: 6·N per token of a forward and backward pass, 2·N per token of a forward pass.
     log = [{"step": 1, "tokens": 10.0, **plain},  # 6·1000·32 + 2·1000·32 = 192,000 + 64,000 = 256,000

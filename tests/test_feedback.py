@@ -17,7 +17,7 @@ from harness.compare import CompareConfig
 from harness.evaluate import EvalConfig
 from harness.method import FEEDBACKS, WRONG_ANSWER, OracleFeedback, feedback_label, get_method, with_feedback
 from harness.prompts import SCORE_CORRECTION
-from harness.reported import REPORTED, reported_rows
+from harness.paper_numbers import REPORTED, reported_rows
 from harness.sampling import Sampling
 from harness.task import get_task
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from harness.artifacts import report
+from harness.report import report
 from harness.cli import app
 from harness.metrics import score_samples
 from harness.task import GRADER_VERSION
@@ -111,7 +111,7 @@ def test_regrade_compare_folder_regrades_every_run_and_rebuilds_its_tables(small
 
 def test_committed_reference_is_graded_by_the_current_graders():
     folder = next((REFERENCE / "compare").iterdir())
-    assert report.__module__ == "harness.artifacts"
+    assert report.__module__ == "harness.report"
     spec = json.loads((folder / "compare.json").read_text())
     for row in spec["rows"]:
         samples = _lines(folder / row["run_dir"] / "samples.jsonl")

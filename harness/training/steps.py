@@ -80,11 +80,11 @@ class RLSteps:
         return t.optimizer_step(logs)
 
     def passes(self, episodes: list[Episode]) -> dict[str, float]:
-        """Tokens of the update's passes (see sequences.update_tokens): the policy's forward and backward and
+        """Tokens of the update's passes (see sequences.summed_over_processes): the policy's forward and backward and
         the reference's forward over each episode's whole sequence; a module the objective trains beside
         the policy (a2c2stage's critic) runs over the same sequences when it sits on the policy's base,
         else over the states s1 = [x] and s2 = [x, y1, p] it encodes afresh (and its parameters are named)."""
-        from harness.diagnostics import count_parameters
+        from harness.model_size import count_parameters
 
         t = self.trainer
         policy = float(sum(sequence_length(e, t.objective.masked_steps) for e in episodes))
@@ -138,9 +138,12 @@ class SFTSteps:
     def update(self, work: tuple[list[SFTExample], dict[str, float]]) -> StepResult:
         batch, stats = work
         logs = self.fit(batch)
-        used = [] if logs.get("skipped") else batch
-        passes = {"policy_tokens": float(sum(len(example.input_ids) for example in used))}
-        return StepResult(stats, logs, summed_over_processes(self.trainer.accelerator, passes))
+        return StepResult(stats, logs, self.passes([] if logs.get("skipped") else batch))
+
+    def passes(self, examples: list[SFTExample]) -> dict[str, float]:
+        """Tokens of the fit's one pass (the policy's forward and backward): each example's prompt and target."""
+        found = {"policy_tokens": float(sum(len(example.input_ids) for example in examples))}
+        return summed_over_processes(self.trainer.accelerator, found)
 
     def examples(self) -> tuple[list[SFTExample], dict[str, float]]:
         """The current iteration's examples: from memory, from its file (a resumed run), or collected now."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.reported import REPORTED, TOLERANCE, ReportedRow, reported_rows, sources
+from harness.paper_numbers import REPORTED, TOLERANCE, ReportedRow, reported_rows, sources
 from harness.tables import INCONSISTENT_NOTE, columns, render_csv, render_latex, render_markdown, reported_row
 
 SHORT = {"math500": {"SCoRe Tab. 2, MATH500", "A2C Tab. IV"}, "math": {"SCoRe Tab. 4, MATH", "A2C Tab. IV"},
