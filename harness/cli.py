@@ -271,6 +271,10 @@ def models_command() -> None:
 
 WAIT = typer.Option(False, "--wait", help="If another process is writing the run folder, wait for it to finish "
                                          "(default: stop with a line naming it).")
+CHECKPOINT_SELECT = typer.Option(
+    None, "--checkpoint-select", metavar="best|last|step-N",
+    help="Which checkpoint of a training run: best (highest mean training reward r1 + r2 of the steps before it), "
+         "last, or step-N (default: what the method's paper does: best for score, else last).")
 
 
 @app.command("eval")
@@ -280,10 +284,7 @@ def eval_command(
     method: str = typer.Option("base", help="How attempt k+1 is asked for."),
     rollout: dict = None,  # RolloutSettings: task, model, split, limit, turns, seed, sampling, ..., data dir, out
     checkpoint: Optional[Path] = typer.Option(None, help="A training run folder: evaluate its trained policy."),
-    checkpoint_select: Optional[str] = typer.Option(
-        None, "--checkpoint-select", metavar="best|last|step-N",
-        help="Which checkpoint of the run: best (highest mean training reward r1 + r2 of the steps before it), "
-             "last, or step-N (default: what the method's paper does: best for score, else last)."),
+    checkpoint_select: Optional[str] = CHECKPOINT_SELECT,
     wait: bool = WAIT,
 ) -> None:
     """Roll out K-attempt self-correction episodes and print Acc@t1, Acc@t2, Δ, Δi→c, Δc→i.
@@ -344,10 +345,7 @@ def compare_command(
     rollout: dict = None,  # RolloutSettings: task, model (the base), split, limit, ..., data dir, out, results dir
     reported: bool = typer.Option(False, "--reported", help="Add the papers' numbers reported for this task under "
                                                             "this --feedback protocol (e.g. SCoRe Tab. 2 for math500)."),
-    checkpoint_select: Optional[str] = typer.Option(
-        None, "--checkpoint-select", metavar="best|last|step-N",
-        help="Which checkpoint of each --checkpoints run: best (highest mean training reward r1 + r2 of the steps "
-             "before it), last, or step-N (default: what the method's paper does: best for score, else last)."),
+    checkpoint_select: Optional[str] = CHECKPOINT_SELECT,  # of each --checkpoints run
     wait: bool = WAIT,
 ) -> None:
     """Evaluate methods on the same problems, seeds and sampling settings; write tables (md, csv, tex) and plots.
