@@ -119,8 +119,8 @@ def eval_progress(bar: Progress, description: str) -> Callable[..., None]:
     job = bar.add_task(description, total=None, status="loading")
     started = time.perf_counter()
 
-    def show(done: int, total: int, tokens: int, samples: list) -> None:
-        accs = [sum(s["correct"][k] for s in samples) / len(samples) for k in range(2)] if samples else [0, 0]
+    def show(done: int, total: int, tokens: int, episodes: list) -> None:
+        accs = [sum(e.correct[k] for e in episodes) / len(episodes) for k in range(2)] if episodes else [0, 0]
         rate = tokens / max(time.perf_counter() - started, 1e-9)
         bar.update(job, completed=done, total=total,
                    status=f"{rate:5.1f} tok/s  Acc@t1 {accs[0]:.1%}  Acc@t2 {accs[1]:.1%}")

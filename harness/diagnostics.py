@@ -1,8 +1,8 @@
 """What lies behind a Δ: how much attempt k+1 differs from attempt k, whether the final answer moved,
 the four t1→t2 transitions, the compute each row spent, and a paired test of each method against `base`.
 
-Pure functions over stored sample records (samples.jsonl) and training logs (log.jsonl), so `compare`
-and `report` give the same bytes. Edit ratio: character-level Levenshtein distance divided by the longer
+Pure functions over stored episodes (a run's samples, read as `Episode`s) and training logs, so
+`compare` and `report` give the same bytes. Edit ratio: character-level Levenshtein distance divided by the longer
 text's length (rapidfuzz `Levenshtein.normalized_distance`; 0 = identical, 1 = nothing in common), the
 quantity of SCoRe's edit-distance histograms (Kumar et al., 2024, Fig. 4/5). FLOPs: the usual estimate
 (Kaplan et al., 2020), N = the model's parameter count: 2·N per token a forward pass processes, 6·N per
@@ -20,15 +20,10 @@ from typing import Any, Iterable
 from harness.grading.latex import exact_text
 from harness.grading.numeric import to_fraction
 from harness.metrics import mcnemar_exact_p
+from harness.rollout.episode import Episode, Step
 
 TRANSITIONS = ("i→c", "c→i", "c→c", "i→i")  # attempt 1 → attempt 2
 BUDGET_SPREAD = 0.10  # rows whose generated tokens per problem differ by more than this get a note
-
-
-def attempts(record: dict[str, Any], turns: int | None = None) -> list[dict[str, Any]]:
-    """The attempt steps of an episode (feedback steps left out), the first `turns` of them."""
-    found = [step for step in record.get("steps", []) if step.get("kind", "attempt") == "attempt"]
-    return found[:turns] if turns else found
 
 
 def edit_ratio(before: str, after: str) -> float:
@@ -38,13 +33,13 @@ def edit_ratio(before: str, after: str) -> float:
     return float(Levenshtein.normalized_distance(before, after))
 
 
-def _answer(step: dict[str, Any]) -> tuple[str, Any]:
+def _answer(step: Step) -> tuple[str, Any]:
     """What "the answer changed" compares: the grader's extracted answer as a number where it reads as
     one ("20" and "20.00" or "1,200" and "1200" are one answer), else its LaTeX with spacing and text
     macros normalized ("\\dfrac{1}{2}" and "\\frac{1}{2}"); the whole text when the grader extracted none."""
-    extracted = (step.get("grade") or {}).get("extracted")
+    extracted = step.grade.extracted if step.grade else None
     if extracted is None:
-        return ("text", step.get("text", ""))
+        return ("text", step.text)
     number = to_fraction(str(extracted))
     return ("number", number) if number is not None else ("answer", exact_text(str(extracted).strip()))
 
@@ -56,17 +51,17 @@ class EpisodeDiagnostics:
     transition: str  # one of TRANSITIONS, attempt 1 → attempt 2 (the table's Δi→c / Δc→i pair)
 
 
-def episode_diagnostics(record: dict[str, Any], turns: int | None = None) -> EpisodeDiagnostics:
-    steps = attempts(record, turns)
+def episode_diagnostics(episode: Episode, turns: int | None = None) -> EpisodeDiagnostics:
+    steps = episode.attempts_within(turns)
     if len(steps) < 2:
-        raise ValueError(f"episode {record.get('id')!r} has {len(steps)} attempt(s); diagnostics need 2")
-    ratios = tuple(edit_ratio(a.get("text", ""), b.get("text", "")) for a, b in zip(steps, steps[1:]))
-    correct = record.get("correct") or [bool((s.get("grade") or {}).get("correct")) for s in steps]
+        raise ValueError(f"episode {episode.item.id!r} has {len(steps)} attempt(s); diagnostics need 2")
+    ratios = tuple(edit_ratio(a.text, b.text) for a, b in zip(steps, steps[1:]))
+    correct = episode.correct
     first, second = ("c" if correct[0] else "i"), ("c" if correct[1] else "i")
     return EpisodeDiagnostics(ratios, _answer(steps[0]) != _answer(steps[-1]), f"{first}→{second}")
 
 
-def episodes_csv(rows: dict[str, list[dict[str, Any]]], turns: int) -> str:
+def episodes_csv(rows: dict[str, list[Episode]], turns: int) -> str:
     """One line per (method, episode): its transition, whether the answer changed, attempt 1's and attempt K's
     extracted answers, and the edit ratio of each consecutive pair (for finding the episodes behind a number)."""
     import csv
@@ -76,12 +71,12 @@ def episodes_csv(rows: dict[str, list[dict[str, Any]]], turns: int) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["method", "id", "transition", "answer_changed", "answer_first", "answer_last",
                      *(f"edit_ratio_{k}_{k + 1}" for k in range(1, turns))])
-    for label, samples in rows.items():
-        for record in samples:
-            found = episode_diagnostics(record, turns)
-            steps = attempts(record, turns)
-            answers = [(step.get("grade") or {}).get("extracted") for step in (steps[0], steps[-1])]
-            writer.writerow([label, record.get("id", ""), found.transition, int(found.answer_changed),
+    for label, episodes in rows.items():
+        for episode in episodes:
+            found = episode_diagnostics(episode, turns)
+            steps = episode.attempts_within(turns)
+            answers = [step.grade.extracted if step.grade else None for step in (steps[0], steps[-1])]
+            writer.writerow([label, episode.item.id, found.transition, int(found.answer_changed),
                              *("" if a is None else str(a) for a in answers),
                              *(format(r, ".6f") for r in found.edit_ratios), *[""] * (turns - len(steps))])
     return buffer.getvalue()
@@ -96,8 +91,8 @@ class RowDiagnostics:
     edit_ratios: list[float] = field(repr=False)  # every consecutive pair, for the histogram
 
 
-def row_diagnostics(samples: list[dict[str, Any]], turns: int | None = None) -> RowDiagnostics:
-    episodes = [episode_diagnostics(s, turns) for s in samples]
+def row_diagnostics(samples: list[Episode], turns: int | None = None) -> RowDiagnostics:
+    episodes = [episode_diagnostics(e, turns) for e in samples]
     if not episodes:
         raise ValueError("no episodes")
     ratios = [r for e in episodes for r in e.edit_ratios]
@@ -106,12 +101,12 @@ def row_diagnostics(samples: list[dict[str, Any]], turns: int | None = None) -> 
                           float(statistics.median(ratios)), counts, ratios)
 
 
-def paired_mcnemar_p(base: list[dict[str, Any]], other: list[dict[str, Any]], attempt: int = 2) -> float:
+def paired_mcnemar_p(base: list[Episode], other: list[Episode], attempt: int = 2) -> float:
     """Exact McNemar p of two methods' verdicts at `attempt` on the same problems (same order)."""
-    if [s["id"] for s in base] != [s["id"] for s in other]:
+    if [e.item.id for e in base] != [e.item.id for e in other]:
         raise ValueError("paired test needs the same problems in the same order")
-    a = [bool(s["correct"][attempt - 1]) for s in base]
-    b = [bool(s["correct"][attempt - 1]) for s in other]
+    a = [e.correct[attempt - 1] for e in base]
+    b = [e.correct[attempt - 1] for e in other]
     return mcnemar_exact_p(sum(not x and y for x, y in zip(a, b)), sum(x and not y for x, y in zip(a, b)))
 
 
@@ -135,24 +130,12 @@ class Compute:
         return self.training_tokens.flops(self.parameters)
 
 
-def compute(samples: list[dict[str, Any]], parameters: int | None, turns: int | None = None,
+def compute(episodes: list[Episode], parameters: int | None, turns: int | None = None,
             training_tokens: TrainingTokens | None = None) -> Compute:
     """Compute spent on these episodes' first `turns` attempts (and the feedback steps between them)."""
-    steps = [step for s in samples for step in _steps_within(s, turns)]
-    return Compute(len(samples), sum(int(s.get("completion_tokens", 0)) for s in steps),
-                   sum(int(s.get("prompt_tokens", 0)) for s in steps),
-                   sum(float(s.get("seconds", 0.0)) for s in steps), parameters, training_tokens)
-
-
-def _steps_within(record: dict[str, Any], turns: int | None) -> list[dict[str, Any]]:
-    """The steps up to and including attempt `turns` (feedback before it included)."""
-    kept, seen = [], 0
-    for step in record.get("steps", []):
-        if turns and seen >= turns:
-            break
-        kept.append(step)
-        seen += step.get("kind", "attempt") == "attempt"
-    return kept
+    steps = [step for e in episodes for step in e.steps_within(turns)]
+    return Compute(len(episodes), sum(s.completion_tokens for s in steps), sum(s.prompt_tokens for s in steps),
+                   sum(s.seconds for s in steps), parameters, training_tokens)
 
 
 @dataclass(frozen=True)

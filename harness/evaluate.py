@@ -12,7 +12,8 @@ from harness.model_size import model_parameters
 from harness.errors import HarnessError, warn
 from harness.manifest import build_manifest
 from harness.method import FEEDBACKS, get_method, with_feedback
-from harness.metrics import TurnMetrics, score_samples
+from harness.metrics import TurnMetrics, score_episodes
+from harness.rollout.episode import episodes_of
 from harness.rollout.backend import resolve_backend
 from harness.sampling import flatten
 from harness.settings import RunSettings
@@ -159,7 +160,7 @@ class EvalResult:
 
 
 def evaluate(config: EvalConfig, progress: Callable[..., Any] | None = None, wait: bool = False) -> EvalResult:
-    """Run (or resume) an evaluation; `progress(done=, total=, tokens=, acc=)` is called as it goes.
+    """Run (or resume) an evaluation; `progress(done=, total=, tokens=, episodes=)` is called as it goes.
     One writer per run folder (RunStore.lock): a second one is refused in one line, or with
     `wait` waits for the first and then finds its problems stored."""
     # Every input is checked (settings, data, stored run, model) before anything is written.
@@ -185,7 +186,7 @@ def _generate(config: EvalConfig, task, method, items, store: RunStore, progress
 
     stored = store.load_samples()
     todo = [item for item in items if item.id not in stored]
-    done = [stored[item.id] for item in items if item.id in stored]
+    done = episodes_of([stored[item.id] for item in items if item.id in stored], store.root)
     loaded = None
     backend = config.rollout_backend()
     if todo:
@@ -197,7 +198,7 @@ def _generate(config: EvalConfig, task, method, items, store: RunStore, progress
             loaded = load_for_backend(backend, config.model, config.dtype, config.device)
     store.write_config(config.settings(), config.identity())
     report = progress or (lambda **_: None)
-    report(done=len(done), total=len(items), tokens=0, samples=done)
+    report(done=len(done), total=len(items), tokens=0, episodes=done)
     if loaded is not None:
         generator = make_generator(backend, loaded, config.batch_size)
         store.write_manifest(build_manifest(
@@ -211,20 +212,19 @@ def _generate(config: EvalConfig, task, method, items, store: RunStore, progress
 
         def count(n: int) -> None:
             tokens[0] += n
-            report(done=len(done), total=len(items), tokens=tokens[0], samples=done)
+            report(done=len(done), total=len(items), tokens=tokens[0], episodes=done)
 
         def store_episode(episode) -> None:  # each episode is stored as it completes: a kill loses little
-            record = episode.to_record()
-            store.append([record])
-            done.append(record)
-            report(done=len(done), total=len(items), tokens=tokens[0], samples=done)
+            store.append([episode.to_record()])
+            done.append(episode)
+            report(done=len(done), total=len(items), tokens=tokens[0], episodes=done)
 
         with GradingPool() as pool:
             run_episodes(task, method, todo, generator, params, config.turns, pool, count, on_episode=store_episode)
         store.order_samples([item.id for item in items])
     position = {item.id: i for i, item in enumerate(items)}
-    done.sort(key=lambda s: position[s["id"]])  # the bootstrap depends on row order: keep the problems' order
-    overall, scored = score_samples(done, config.turns)
+    done.sort(key=lambda e: position[e.item.id])  # the bootstrap depends on row order: keep the problems' order
+    overall, scored = score_episodes(done, config.turns)
     store.write_metrics({"task": config.task, "split": config.split, "method": config.method, "model": config.model,
                          "n": len(done), **scored})
     return EvalResult(store.root, overall, len(todo), scored["tokens_per_problem"])

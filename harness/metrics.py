@@ -125,21 +125,22 @@ def _natural_key(label: str) -> tuple[int, Any]:
     return (0, int(label)) if label.isdigit() else (1, label)
 
 
-def score_samples(samples: Sequence[dict[str, Any]], turns: int,
-                  breakdowns: bool = True) -> tuple[TurnMetrics, dict[str, Any]]:
-    """The metrics of stored sample records (samples.jsonl rows, in row order: the bootstrap depends on
-    it): the overall TurnMetrics and metrics.json's dict (overall, tokens per problem and, with
-    `breakdowns`, by MATH level and subject when the records carry them)."""
-    if not samples:
+def score_episodes(episodes: Sequence[Any], turns: int,
+                   breakdowns: bool = True) -> tuple[TurnMetrics, dict[str, Any]]:
+    """The metrics of a run's episodes (harness.rollout.episode.Episode: their `correct`, `generated_tokens`
+    and `item.meta`; in the problems' order: the bootstrap depends on it): the overall TurnMetrics and
+    metrics.json's dict (overall, tokens per problem and, with `breakdowns`, by MATH level and subject
+    when the problems carry them)."""
+    if not episodes:
         from harness.errors import HarnessError
 
         raise HarnessError("no samples to score")
-    correct = [s["correct"][:turns] for s in samples]
+    correct = [e.correct[:turns] for e in episodes]
     overall = self_correction_metrics(correct)
     result: dict[str, Any] = {"overall": overall.to_dict(),
-                              "tokens_per_problem": sum(s["generated_tokens"] for s in samples) / len(samples)}
+                              "tokens_per_problem": sum(e.generated_tokens for e in episodes) / len(episodes)}
     for key in ("level", "subject") if breakdowns else ():
-        groups = [s.get("meta", {}).get(key) for s in samples]
+        groups = [e.item.meta.get(key) for e in episodes]
         if any(g is not None for g in groups):
             result[f"by_{key}"] = {k: v.to_dict() for k, v in breakdown(correct, groups).items()}
     return overall, result

@@ -21,7 +21,8 @@ from harness.errors import HarnessError
 from harness.grading import GradingPool
 from harness.manifest import git_state
 from harness.store import CompareFolder, Folder, RunStore, folder_kind
-from harness.task import GRADER_VERSION, Item, get_task
+from harness.rollout.episode import read_episodes
+from harness.task import GRADER_VERSION, get_task
 
 
 @dataclass
@@ -49,42 +50,39 @@ def _config(run_dir: Path) -> dict[str, Any]:
 
 def regrade_run(run_dir: Path, pool: GradingPool) -> RunRegrade:
     """Grade one eval run's stored attempts again; rewrites its files only when a grade changed."""
-    from harness.metrics import score_samples
+    from harness.metrics import score_episodes
 
     store = RunStore(run_dir)
     config = _config(run_dir)
     task = get_task(config["task"])
-    samples = store.read_samples()
-    graded = [(s, step) for s in samples for step in s["steps"] if step.get("grade") is not None]
+    episodes = read_episodes(run_dir)
+    before = [json.dumps(e.to_record(), sort_keys=True) for e in episodes]
+    verdicts = [e.correct for e in episodes]
+    graded = [(e, step) for e in episodes for step in e.steps if step.grade is not None]
     unique: dict[tuple[str, str], int] = {}  # a carried attempt repeats its text: grade it once
-    for sample, step in graded:
-        unique.setdefault((sample["id"], step["text"]), len(unique))
-    by_id = {s["id"]: s for s in samples}
+    for episode, step in graded:
+        unique.setdefault((episode.item.id, step.text), len(unique))
+    items = {e.item.id: e.item for e in episodes}
     keys = list(unique)
-    items = [Item(i, by_id[i]["question"], by_id[i]["answer"], by_id[i].get("meta", {})) for i, _ in keys]
-    grades = pool.grade(task, items, [text for _, text in keys])
+    grades = pool.grade(task, [items[i] for i, _ in keys], [text for _, text in keys])
+    for episode, step in graded:
+        step.grade = grades[unique[(episode.item.id, step.text)]]
     turns = int(config.get("turns", 2))
     result = RunRegrade(run_dir, [0] * turns, [0] * turns)
-    for sample in samples:
-        before = json.dumps(sample, sort_keys=True)
-        for step in sample["steps"]:
-            if step.get("grade") is not None:
-                step["grade"] = grades[unique[(sample["id"], step["text"])]].to_dict()
-        old = sample["correct"]
-        sample["correct"] = [bool(s["grade"] and s["grade"]["correct"]) for s in sample["steps"] if s["kind"] == "attempt"]
-        for k, (was, now) in enumerate(zip(old[:turns], sample["correct"][:turns])):
+    for episode, old, record in zip(episodes, verdicts, before):
+        for k, (was, now) in enumerate(zip(old[:turns], episode.correct[:turns])):
             result.to_correct[k] += now and not was
             result.to_incorrect[k] += was and not now
-        result.changed += json.dumps(sample, sort_keys=True) != before
+        result.changed += json.dumps(episode.to_record(), sort_keys=True) != record
     if result.changed:
-        store.rewrite_samples(samples)
-        scored_samples = samples[: int(config["limit"])] if config.get("limit") else samples
-        _, scored = score_samples(scored_samples, turns)
+        store.rewrite_samples([e.to_record() for e in episodes])
+        scored_episodes = episodes[: int(config["limit"])] if config.get("limit") else episodes
+        _, scored = score_episodes(scored_episodes, turns)
         store.write_metrics({
             "task": config["task"], "split": config.get("split"), "method": config.get("method"),
-            "model": config.get("model"), "n": len(scored_samples), **scored})
+            "model": config.get("model"), "n": len(scored_episodes), **scored})
         note_regrade(store, {"samples_changed": result.changed, "incorrect_to_correct": result.to_correct,
-                               "correct_to_incorrect": result.to_incorrect})
+                             "correct_to_incorrect": result.to_incorrect})
     return result
 
 

@@ -1,8 +1,10 @@
 """`harness report`: tables and plots from what is stored (a run's samples, a training log, a
 comparison's spec), never from a model.
 
-`harness compare` and `harness report` both write through `write_compare_outputs`, so a report of a
-comparison folder reproduces compare's tables byte for byte.
+Each table row's run is loaded once (`load_row`: its episodes, metrics, the model's N, a trained row's
+training log), every input checked before anything is written; the tables, episodes.csv and plots are
+rendered from the loaded rows. `harness compare` and `harness report` both write through
+`write_compare_outputs`, so a report of a comparison folder reproduces compare's tables byte for byte.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.diagnostics import (RowDiagnostics, attempts, compute, episodes_csv, paired_mcnemar_p, row_diagnostics,
-                                 training_tokens)
-from harness.model_size import parameter_count
+from harness.diagnostics import RowDiagnostics, compute, episodes_csv, paired_mcnemar_p, row_diagnostics, training_tokens
 from harness.errors import HarnessError
 from harness.method import feedback_label
-from harness.metrics import TurnMetrics, score_samples
+from harness.metrics import TurnMetrics, score_episodes
+from harness.model_size import parameter_count
+from harness.rollout.episode import Episode, read_episodes
 from harness.paper_numbers import reported_rows, sources
 from harness.store import CompareFolder, RunStore, atomic_write_text, folder_kind
 from harness.tables import TableRow, measured_row, render_csv, render_latex, render_markdown
@@ -36,18 +38,39 @@ class Outputs:
     warnings: list[str] = field(default_factory=list)  # one line each, for the terminal
 
 
-def score(samples: list[dict[str, Any]], turns: int) -> tuple[TurnMetrics, float]:
-    """A table row's metrics and generated tokens per problem (no breakdowns: a row has none)."""
-    overall, scored = score_samples(samples, turns, breakdowns=False)
-    return overall, scored["tokens_per_problem"]
+@dataclass
+class LoadedRow:
+    """One table row's run, read once: its episodes (the compared problems, in their order), its metrics
+    and generated tokens per problem, the model's N (from the run's manifest) and, for a trained row,
+    its training run's log (training FLOPs, curves)."""
+
+    label: str
+    episodes: list[Episode]
+    metrics: TurnMetrics
+    tokens: float
+    parameters: int | None
+    training_log: list[dict[str, Any]] | None = None
+    older_grades: int = 0  # episodes holding a grade from an older grader version
 
 
-def older_grades(samples: list[dict[str, Any]]) -> int:
-    """How many samples hold a grade from an older grader version (records before version 2 have none)."""
+def load_row(label: str, run_dir: Path, turns: int, ids: list[str] | None = None, limit: int | None = None,
+             training_run: Path | None = None) -> LoadedRow:
+    """Read one row's run (`ids`: those problems in that order; else the file's, the first `limit`)."""
     from harness.task import GRADER_VERSION
 
-    return sum(any(step.get("grade") and (step["grade"].get("grader_version") or 1) < GRADER_VERSION
-                   for step in s.get("steps", [])) for s in samples)
+    store = RunStore(run_dir)
+    episodes = read_episodes(run_dir, ids)[:limit]
+    log = None
+    if training_run is not None:
+        log = RunStore(training_run).read_log() if RunStore(training_run).has_log() else []
+        if not log:
+            raise HarnessError(f"{training_run}: no training steps logged yet (the training curves of {label!r})")
+    model = store.read_manifest().get("model")
+    overall, scored = score_episodes(episodes, turns, breakdowns=False)  # a table row has no breakdowns
+    older = sum(any(s.grade is not None and (s.grade.grader_version or 1) < GRADER_VERSION for s in e.steps)
+                for e in episodes)  # records before version 2 name none
+    return LoadedRow(label, episodes, overall, scored["tokens_per_problem"],
+                     parameter_count(model if isinstance(model, dict) else None), log, older)
 
 
 def older_grades_warning(count: int, total: int, folder: Path) -> list[str]:
@@ -104,39 +127,26 @@ def write_metric_plots(folder: Path, metrics: dict[str, TurnMetrics], title: str
     return written
 
 
-def write_episodes(folder: Path, rows: dict[str, list[dict[str, Any]]], turns: int) -> list[Path]:
+def write_episodes(folder: Path, rows: dict[str, list[Episode]], turns: int) -> list[Path]:
     """episodes.csv: the diagnostics of every episode of every diagnosed row (none: nothing written)."""
     return [atomic_write_text(folder / "episodes.csv", episodes_csv(rows, turns))] if rows else []
 
 
-def _manifest_model(run_dir: Path) -> dict[str, Any] | None:
-    """The model entry of a run's manifest.json (None when there is none or it is damaged)."""
-    model = RunStore(run_dir).read_manifest().get("model")
-    return model if isinstance(model, dict) else None
+def table_row(row: LoadedRow, turns: int, base: LoadedRow | None = None) -> TableRow:
+    """A measured table row with its diagnostics, compute and (given the `base` row) paired p; a row whose
+    episodes hold fewer than two attempts has nothing to diagnose."""
+    if not all(len(e.attempts_within(turns)) >= 2 for e in row.episodes):
+        return measured_row(row.label, row.metrics, row.tokens)
+    diagnostics = row_diagnostics(row.episodes, turns)
+    trained = training_tokens(row.training_log) if row.training_log is not None else None
+    spent = compute(row.episodes, row.parameters, turns, trained)
+    p_value = paired_mcnemar_p(base.episodes, row.episodes) if base is not None else None
+    return measured_row(row.label, row.metrics, row.tokens, diagnostics, spent, p_value)
 
 
-def diagnosed_row(label: str, metrics: TurnMetrics, tokens: float, samples: list[dict[str, Any]], turns: int,
-                  run_dir: Path, training_run: Path | None = None, base: list[dict[str, Any]] | None = None):
-    """A measured table row with its diagnostics, compute and (given `base`'s samples) paired p; records
-    without their attempts' steps (hand-written or very old ones) give a row without diagnostics."""
-    if not all(len(attempts(s, turns)) >= min(turns, 2) for s in samples):
-        return measured_row(label, metrics, tokens)
-    diagnostics = row_diagnostics(samples, turns)
-    trained = None
-    if training_run is not None:
-        trained = training_tokens(RunStore(training_run).read_log())
-    spent = compute(samples, parameter_count(_manifest_model(run_dir)), turns, trained)
-    p_value = paired_mcnemar_p(base, samples) if base is not None else None
-    return measured_row(label, metrics, tokens, diagnostics, spent, p_value)
-
-
-def write_training_plot(run_dir: Path, stem: Path, title: str) -> list[Path]:
+def write_training_plot(log: list[dict[str, Any]], stem: Path, title: str) -> list[Path]:
     from harness.plots import training_plot
 
-    store = RunStore(run_dir)
-    log = store.read_log()
-    if not log:
-        raise HarnessError(f"{store.log_path}: no training steps logged yet")
     return training_plot(log, title, stem)
 
 
@@ -145,24 +155,15 @@ def write_compare_outputs(folder: Path, spec: dict[str, Any]) -> Outputs:
     config = spec["config"]
     turns = config["turns"]
     out = Outputs("compare")
-    for row in spec["rows"]:  # everything a table or plot needs is checked before anything is written
-        if row.get("checkpoint") and not RunStore(folder / row["checkpoint"]).has_log():
-            raise HarnessError(f"{folder / row['checkpoint']}: no training log for the training curves of {row['label']!r}")
-    older = 0
-    stored: dict[str, list[dict[str, Any]]] = {}
-    for row in spec["rows"]:
-        samples = stored[row["label"]] = RunStore(folder / row["run_dir"]).read_samples(spec["problem_ids"])
-        out.metrics[row["label"]], out.tokens[row["label"]] = score(samples, turns)
-        older += older_grades(samples)
-    out.warnings += older_grades_warning(older, len(spec["rows"]) * len(spec["problem_ids"]), folder)
-    base = next((stored[r["label"]] for r in spec["rows"] if r.get("method", r["label"]) == "base"
-                 and not r.get("checkpoint")), None)
-    rows = [diagnosed_row(r["label"], out.metrics[r["label"]], out.tokens[r["label"]], stored[r["label"]], turns,
-                          folder / r["run_dir"], folder / r["checkpoint"] if r.get("checkpoint") else None,
-                          base if r.get("method", r["label"]) != "base" or r.get("checkpoint") else None)
-            for r in spec["rows"]]
-    out.rows = list(rows)
-    out.diagnostics = {row.label: row.diagnostics for row in rows if row.diagnostics is not None}
+    # Every row's run is read (and every input checked) before anything is written.
+    loaded = [load_row(r["label"], folder / r["run_dir"], turns, spec["problem_ids"],
+                       training_run=folder / r["checkpoint"] if r.get("checkpoint") else None) for r in spec["rows"]]
+    out.warnings += older_grades_warning(sum(row.older_grades for row in loaded),
+                                         len(spec["rows"]) * len(spec["problem_ids"]), folder)
+    untrained_base = [r.get("method", r["label"]) == "base" and not r.get("checkpoint") for r in spec["rows"]]
+    base = next((row for row, is_base in zip(loaded, untrained_base) if is_base), None)
+    rows = [table_row(row, turns, None if is_base else base) for row, is_base in zip(loaded, untrained_base)]
+    _fill(out, loaded, rows)
     citations: list[tuple[str, str]] = []
     if config.get("reported"):  # the papers' rows for this task, measured under this comparison's protocol
         protocol = config.get("feedback", "none")  # compare.json files from before --feedback: intrinsic
@@ -171,13 +172,22 @@ def write_compare_outputs(folder: Path, spec: dict[str, Any]) -> Outputs:
     text = caption(config["task"], config["split"], config["model"], turns, config["temperature"], config["seed"])
     out.title = f"{config['task']} ({config['split']}), {config['model']}, n = {len(spec['problem_ids'])}"
     out.written += write_tables(folder, rows, turns, text, f"tab:selfcorrect-{slug(config['task'])}", citations)
-    out.written += write_episodes(folder, {label: stored[label] for label in out.diagnostics}, turns)
+    out.written += write_episodes(folder, {row.label: row.episodes for row in loaded if row.label in out.diagnostics},
+                                  turns)
     out.written += write_metric_plots(folder, out.metrics, out.title, out.diagnostics)
-    for row in spec["rows"]:
-        if row.get("checkpoint"):
-            out.written += write_training_plot(folder / row["checkpoint"], folder / f"training-{slug(row['label'])}",
-                                               f"Training: {row['label']} ({Path(row['checkpoint']).name})")
+    for row, r in zip(loaded, spec["rows"]):
+        if row.training_log is not None:
+            out.written += write_training_plot(row.training_log, folder / f"training-{slug(row.label)}",
+                                               f"Training: {row.label} ({Path(r['checkpoint']).name})")
     return out
+
+
+def _fill(out: Outputs, loaded: list[LoadedRow], rows: list[TableRow]) -> None:
+    """The loaded rows' metrics, tokens, table rows and diagnostics, into the outputs."""
+    for row in loaded:
+        out.metrics[row.label], out.tokens[row.label] = row.metrics, row.tokens
+    out.rows = list(rows)
+    out.diagnostics = {row.label: row.diagnostics for row in rows if row.diagnostics is not None}
 
 
 def report(path: Path) -> Outputs:
@@ -191,8 +201,11 @@ def report(path: Path) -> Outputs:
     if kind == "eval":
         return _report_eval_run(path)
     if kind == "train":
+        log = RunStore(path).read_log()
+        if not log:
+            raise HarnessError(f"{path}: no training steps logged yet")
         out = Outputs("train", title=path.name)
-        out.written = write_training_plot(path, path / "training_curves", f"Training: {path.name}")
+        out.written = write_training_plot(log, path / "training_curves", f"Training: {path.name}")
         return out
     raise HarnessError(f"{path}: not a comparison (compare.json), eval run (samples.jsonl) or training run (log.jsonl)")
 
@@ -202,19 +215,16 @@ def _report_eval_run(path: Path) -> Outputs:
     config = store.read_config() if store.has_config() else {}
     turns = int(config.get("turns", 2))
     label = feedback_label(config.get("method", "run"), config.get("feedback", "none"))
-    samples = store.read_samples()  # file order: the problems' order for runs grown by --limit
-    if config.get("limit"):
-        samples = samples[: int(config["limit"])]  # the last eval's --limit, as its metrics.json
+    # file order: the problems' order for runs grown by --limit; the last eval's --limit, as its metrics.json
+    row = load_row(label, path, turns, limit=int(config["limit"]) if config.get("limit") else None)
     out = Outputs("eval")
-    out.metrics[label], out.tokens[label] = score(samples, turns)
-    out.warnings += older_grades_warning(older_grades(samples), len(samples), path)
+    out.warnings += older_grades_warning(row.older_grades, len(row.episodes), path)
     task, split, model = config.get("task", "?"), config.get("split", "?"), config.get("model", "?")
     text = caption(task, split, model, turns, float(config.get("temperature", 0.0)), int(config.get("seed", 0)))
-    out.title = f"{task} ({split}), {model}, n = {len(samples)}"
-    rows = [diagnosed_row(label, out.metrics[label], out.tokens[label], samples, turns, path)]
-    out.rows = list(rows)
-    out.diagnostics = {label: rows[0].diagnostics} if rows[0].diagnostics is not None else {}
+    out.title = f"{task} ({split}), {model}, n = {len(row.episodes)}"
+    rows = [table_row(row, turns)]
+    _fill(out, [row], rows)
     out.written += write_tables(path, rows, turns, text, f"tab:selfcorrect-{slug(task)}")
-    out.written += write_episodes(path, {label: samples} if out.diagnostics else {}, turns)
+    out.written += write_episodes(path, {label: row.episodes} if out.diagnostics else {}, turns)
     out.written += write_metric_plots(path, out.metrics, out.title, out.diagnostics)
     return out

@@ -163,9 +163,15 @@ def test_plan_labels_trained_rows_by_their_method(tmp_path, data_dir):
 
 
 def fake_eval_run(path: Path, method: str, correct: np.ndarray) -> list[dict]:
+    """A stored eval run whose episodes have these verdicts (rows: problems, columns: attempts)."""
+    from harness.rollout.episode import Episode, Step
+    from harness.task import Grade, Item
+
     path.mkdir(parents=True)
-    samples = [{"id": f"gsm8k/test/{i}", "correct": [bool(c) for c in row], "generated_tokens": 10 + i}
-               for i, row in enumerate(correct)]
+    samples = [Episode(Item(f"gsm8k/test/{i}", "q", "1"),
+                       [Step("attempt", [{"role": "user", "content": "q"}], f"answer {k} {bool(c)}", 5, 10 + i if k == 0
+                             else 0, True, 0.1, Grade(bool(c), "1" if c else "2", "")) for k, c in enumerate(row)]
+                       ).to_record() for i, row in enumerate(correct)]
     (path / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     (path / "config.yaml").write_text(yaml.safe_dump({"task": "gsm8k", "split": "test", "method": method,
                                                       "model": "tiny-random", "turns": 3, "limit": None,

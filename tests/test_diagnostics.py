@@ -15,25 +15,22 @@ from harness.report import report
 from harness.diagnostics import (budget_note, compute, edit_ratio, episode_diagnostics, episodes_csv,
                                  paired_mcnemar_p, row_diagnostics, training_tokens)
 from harness.model_size import parameter_count
+from harness.rollout.episode import Episode, Step
+from harness.task import Grade, Item
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 
 
 def attempt(text: str, extracted: str | None, correct: bool, prompt: int = 10, completion: int = 5,
-            seconds: float = 1.0, carried: bool = False) -> dict:
-    return {"kind": "attempt", "text": text, "prompt_tokens": prompt, "completion_tokens": completion,
-            "seconds": seconds, "carried": carried,
-            "grade": {"correct": correct, "extracted": extracted, "reason": "", "grader_version": 2}}
+            seconds: float = 1.0, carried: bool = False) -> Step:
+    return Step("attempt", [], text, prompt, completion, True, seconds, Grade(correct, extracted, "", 2), carried)
 
 
-def episode(pid: str, *steps: dict) -> dict:
-    verdicts = [s["grade"]["correct"] for s in steps if s["kind"] == "attempt"]
-    return {"id": pid, "correct": verdicts, "generated_tokens": sum(s["completion_tokens"] for s in steps),
-            "steps": list(steps)}
+def episode(pid: str, *steps: Step) -> Episode:
+    return Episode(Item(pid, "q", "a"), list(steps))
 
 
-FEEDBACK = {"kind": "feedback", "text": "Verdict: correct", "prompt_tokens": 30, "completion_tokens": 4,
-            "seconds": 0.5, "carried": False, "grade": None}
+FEEDBACK = Step("feedback", [], "Verdict: correct", 30, 4, True, 0.5)
 
 # (episode, edit ratios by hand, answer changed, transition)
 EPISODES = [
@@ -73,7 +70,7 @@ def test_edit_ratio_is_levenshtein_over_the_longer_length(before, after, expecte
 
 
 @pytest.mark.parametrize("record, ratios, changed, transition", EPISODES + ANSWER_FORMS,
-                         ids=[e[0]["id"] for e in EPISODES + ANSWER_FORMS])
+                         ids=[e[0].item.id for e in EPISODES + ANSWER_FORMS])
 def test_episode_diagnostics_on_hand_made_episodes(record, ratios, changed, transition):
     found = episode_diagnostics(record)
     assert found.edit_ratios == pytest.approx(ratios)
@@ -110,8 +107,8 @@ def test_episodes_csv_lists_each_episode_of_each_method():
 
 
 def test_paired_mcnemar_against_base_on_a_hand_made_case():
-    def verdicts(pattern: str) -> list[dict]:  # Acc@t2 verdicts; attempt 1 is not looked at
-        return [{"id": f"q{i}", "correct": [c == "0", c == "1"]} for i, c in enumerate(pattern)]
+    def verdicts(pattern: str) -> list[Episode]:  # Acc@t2 verdicts; attempt 1 is not looked at
+        return [episode(f"q{i}", attempt("x", "1", c == "0"), attempt("y", "2", c == "1")) for i, c in enumerate(pattern)]
 
     base = verdicts("11000100")
     # 5 problems only the method solves, 0 only base solves: p = 2 · (1/2)^5 = 0.0625
@@ -128,9 +125,6 @@ def test_paired_mcnemar_against_base_on_a_hand_made_case():
 def _stream_episode(prompt: int, y1: int, instruction: int, y2: int, y2_finished: bool):
     """An RL episode as the rollout leaves it: attempt 2's prompt continues attempt 1's token stream
     [x, y1, EOS, instruction] (token ids made up; EOS = 0)."""
-    from harness.rollout.episode import Episode, Step
-    from harness.task import Item
-
     x, a1, p = tuple(range(1, prompt + 1)), tuple(range(50, 50 + y1)), tuple(range(80, 80 + instruction))
     a2 = tuple(range(90, 90 + y2))
     first = Step("attempt", [], "y1", prompt, y1, True, 0.0, prompt_ids=x, token_ids=a1)
@@ -237,15 +231,15 @@ def test_report_of_the_reference_shows_diagnostics_equal_to_the_samples_and_is_b
     samples = {}
     for row in spec["rows"]:
         by_id = {s["id"]: s for s in map(json.loads, (folder / row["run_dir"] / "samples.jsonl").read_text().splitlines())}
-        samples[row["label"]] = [by_id[i] for i in spec["problem_ids"]]
+        samples[row["label"]] = [Episode.from_record(by_id[i]) for i in spec["problem_ids"]]
         expected = row_diagnostics(samples[row["label"]], 2)
         found = rows[row["label"]]
         assert float(found["answer_changed_pct"]) == pytest.approx(expected.answer_changed * 100)
         assert float(found["median_edit_ratio"]) == pytest.approx(expected.median_edit_ratio)
         assert {t: int(found[f"n_{t.replace('→', '_to_')}"]) for t in expected.transitions} == expected.transitions
-        steps = [st for s in samples[row["label"]] for st in s["steps"]]
-        assert int(found["generated_tokens_total"]) == sum(st["completion_tokens"] for st in steps)
-        assert int(found["prefill_tokens_total"]) == sum(st["prompt_tokens"] for st in steps)
+        steps = [st for e in samples[row["label"]] for st in e.steps]
+        assert int(found["generated_tokens_total"]) == sum(st.completion_tokens for st in steps)
+        assert int(found["prefill_tokens_total"]) == sum(st.prompt_tokens for st in steps)
         parameters = int(found["parameters"])
         assert float(found["inference_flops"]) == pytest.approx(
             2 * parameters * (int(found["generated_tokens_total"]) + int(found["prefill_tokens_total"])))

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from harness.report import report
 from harness.cli import app
-from harness.metrics import score_samples
+from harness.metrics import score_episodes
+from harness.rollout.episode import episodes_of
 from harness.task import GRADER_VERSION
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
@@ -81,7 +82,7 @@ def test_regrade_eval_run_flips_stale_verdicts_and_a_rerun_changes_nothing(small
     assert f"attempt 1: 2 flipped ({flipped_up} incorrect→correct, {flipped_down} correct→incorrect)" in result.output
     assert all(step["grade"]["grader_version"] == GRADER_VERSION for s in samples for step in s["steps"] if step["grade"])
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["n"] == KEEP and metrics["overall"] == score_samples(samples, 2)[1]["overall"]
+    assert metrics["n"] == KEEP and metrics["overall"] == score_episodes(episodes_of(samples, run), 2)[1]["overall"]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["grader_version"] == GRADER_VERSION and manifest["regraded"][-1]["samples_changed"] == KEEP
     assert report(run).warnings == []

@@ -1,9 +1,10 @@
-"""Records of one problem's episode: every generation step, with the graded attempts among them.
+"""Records of one problem's episode: every generation step, with the graded attempts among them. Every
+reader of a run's samples (report, regrade, a resumed eval) gets them as `Episode`s (`read_episodes`).
 
-Stored form (samples.jsonl): a step whose conversation begins with an earlier step's conversation and
-answer stores `"shares": [j, n]` (its first n messages are step j's messages followed by step j's text
-as the assistant turn) and only the messages after them; `Episode.from_record` rebuilds the whole
-conversation. Records without "shares" hold every message."""
+Stored form (a line of samples.jsonl): a step whose conversation begins with an earlier step's
+conversation and answer stores `"shares": [j, n]` (its first n messages are step j's messages followed
+by step j's text as the assistant turn) and only the messages after them; `Episode.from_record`
+rebuilds the whole conversation. Records without "shares" hold every message."""
 
 from __future__ import annotations
 
@@ -54,6 +55,24 @@ class Episode:
     def correct(self) -> list[bool]:
         return [bool(s.grade and s.grade.correct) for s in self.attempts]
 
+    @property
+    def generated_tokens(self) -> int:
+        return sum(s.completion_tokens for s in self.steps)
+
+    def attempts_within(self, turns: int | None) -> list[Step]:
+        """The first `turns` attempts (all of them for None)."""
+        return self.attempts[:turns] if turns else self.attempts
+
+    def steps_within(self, turns: int | None) -> list[Step]:
+        """The steps up to and including attempt `turns` (feedback before it included; all for None)."""
+        kept, seen = [], 0
+        for step in self.steps:
+            if turns and seen >= turns:
+                break
+            kept.append(step)
+            seen += step.kind == "attempt"
+        return kept
+
     def to_record(self) -> dict[str, Any]:
         steps = []
         for k, step in enumerate(self.steps):
@@ -68,12 +87,14 @@ class Episode:
             "answer": self.item.answer,
             "meta": self.item.meta,
             "correct": self.correct,
-            "generated_tokens": sum(s.completion_tokens for s in self.steps),
+            "generated_tokens": self.generated_tokens,
             "steps": steps,
         }
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Episode":
+        """The episode a stored record holds (KeyError / TypeError / ValueError for what is not one:
+        `episodes_of` says which line in one line)."""
         item = Item(record["id"], record["question"], record["answer"], record.get("meta", {}))
         steps: list[Step] = []
         for s in record["steps"]:
@@ -84,6 +105,28 @@ class Episode:
             s["grade"] = Grade(**s["grade"]) if s.get("grade") else None
             steps.append(Step(**s))
         return cls(item, steps)
+
+
+def episodes_of(records: list[dict[str, Any]], where: object) -> list[Episode]:
+    """Stored records as Episodes; a record that is not one (hand-edited, or written by something else)
+    is refused in one line naming `where` (the run folder) and its id."""
+    from harness.errors import HarnessError
+
+    found = []
+    for record in records:
+        try:
+            found.append(Episode.from_record(record))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise HarnessError(f"{where}: sample {record.get('id')!r} is not an episode record "
+                               f"({type(exc).__name__}: {exc})") from None
+    return found
+
+
+def read_episodes(run_dir, ids: list[str] | None = None) -> list[Episode]:
+    """A run's stored episodes (harness.store.RunStore reads its samples), in `ids` order when given."""
+    from harness.store import RunStore
+
+    return episodes_of(RunStore(run_dir).read_samples(ids), run_dir)
 
 
 def _longest_shared_prefix(messages: list[Message], earlier: list[list[Message]]) -> tuple[int, int] | None:
