@@ -164,11 +164,7 @@ def _sweep_stale(limits: SandboxLimits) -> None:
             pass
     if os.geteuid() == 0:
         for scratch in SCRATCH_DIRS:
-            try:
-                entries = list(os.scandir(scratch))
-            except OSError:
-                continue
-            for entry in entries:
+            for entry in _entries(Path(scratch)):
                 try:
                     info = entry.stat(follow_symlinks=False)
                 except OSError:
@@ -200,12 +196,16 @@ def _pids_of(uid: int) -> list[int]:
     return pids
 
 
-def _remove_owned(directory: Path, uid: int) -> None:
+def _entries(directory: Path) -> list[os.DirEntry]:
+    """The folder's entries ([] when it cannot be read: gone, or not ours)."""
     try:
-        entries = list(os.scandir(directory))
+        return list(os.scandir(directory))
     except OSError:
-        return
-    for entry in entries:
+        return []
+
+
+def _remove_owned(directory: Path, uid: int) -> None:
+    for entry in _entries(directory):
         try:
             if entry.stat(follow_symlinks=False).st_uid != uid:
                 continue
