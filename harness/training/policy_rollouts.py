@@ -35,11 +35,16 @@ def training_backend(config) -> str:
 
 
 def rollout_generator(config, loaded, policy, run_dir: Path, processes: int = 1):
-    """The rollout generator of a training run: the decode engine over the policy (hf), or an engine
-    with its own weights (vllm, llamacpp; LoRA only, one training process)."""
+    """The rollout generator of a training run: the decode engine over the policy (hf: the generator
+    `harness eval` would build, harness.rollout.backend.make_generator, over the policy), or an engine
+    with its own weights that follows the policy's adapter (vllm, llamacpp; LoRA only, one process)."""
     backend = training_backend(config)
     if backend not in ENGINES:
-        return EngineGenerator(policy, loaded.tokenizer, config.batch_size or None)  # 0: rows from free memory
+        from dataclasses import replace
+
+        from harness.rollout.backend import make_generator
+
+        return make_generator("hf", replace(loaded, model=policy), config.batch_size)  # 0: rows from free memory
     if not config.lora.enabled:  # TrainConfig.validate says so first; kept here for callers that skip it
         raise HarnessError(f"--backend {backend} trains LoRA policies only; use --backend hf for full fine-tuning")
     if processes > 1:
