@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.report import Outputs, summarize_rows, write_compare_outputs
-from harness.errors import HarnessError
+from harness.errors import HarnessError, warn
 from harness.store import CompareFolder, RunStore, run_hash
 from harness.evaluate import EvalConfig, RolloutSettings, evaluate
 
@@ -200,13 +200,14 @@ def run_compare(prepared: Plan, progress: Callable[[PlannedRow], Callable[..., A
                      if row.checkpoint else {}),
                   "run_dir": _relative(run_dirs[row.label], folder)} for row in prepared.rows],
     }
-    outputs = write_compare_outputs(folder, spec)  # tables and plots, from the stored samples
-    summarize_rows(spec, outputs)
-    models = {label: RunStore(run_dir).read_manifest().get("model") for label, run_dir in run_dirs.items()}
-    task = get_task(config.task)
     store = CompareFolder(folder)
-    manifest = store.write_manifest(build_manifest(
-        config.settings(), config.seed, {"spec": config.model, "runs": models},
-        local_data_files(config.data_dir, task.data_files(config.split))))
-    outputs.written[:0] = [store.write_spec(spec), manifest]
+    with store.lock(wait, on_wait=lambda who: warn(f"{folder}: waiting for {who}")):  # one writer of its files
+        outputs = write_compare_outputs(folder, spec)  # tables and plots, from the stored samples
+        summarize_rows(spec, outputs)
+        models = {label: RunStore(run_dir).read_manifest().get("model") for label, run_dir in run_dirs.items()}
+        task = get_task(config.task)
+        manifest = store.write_manifest(build_manifest(
+            config.settings(), config.seed, {"spec": config.model, "runs": models},
+            local_data_files(config.data_dir, task.data_files(config.split))))
+        outputs.written[:0] = [store.write_spec(spec), manifest]
     return CompareResult(folder, outputs, generated)

@@ -15,8 +15,8 @@ from harness.method import FEEDBACKS, get_method, with_feedback
 from harness.metrics import TurnMetrics, score_episodes
 from harness.rollout.episode import episodes_of
 from harness.rollout.backend import resolve_backend
-from harness.sampling import flatten
-from harness.settings import RunSettings
+from harness.sampling import Sampling, flatten
+from harness.settings import shared
 from harness.store import RunStore, run_hash
 from harness.task import get_task
 
@@ -27,12 +27,14 @@ NOT_IDENTITY = {"limit", "batch_size", "out", "data_dir", "device", "results_dir
 
 
 @dataclass
-class RolloutSettings(RunSettings):
-    """What every evaluation of a comparison shares: the run settings (task, model, seed, sampling, ...)
-    and which problems, how many attempts, under which protocol."""
+class RolloutSettings:
+    """What every evaluation of a comparison shares: the run settings (`shared`: harness/settings.py) and
+    which problems, how many attempts, under which protocol; in the order of an eval run's config.yaml."""
 
     # A field with `help` is a command-line option of eval and compare, made from the field (cli.py).
+    task: str = shared("task")
     split: str = setting("test", help="Which split to evaluate.")
+    model: str = shared("model")
     limit: int | None = setting(None, ge=1, help="Only the first N problems (default: all).")
     turns: int = setting(2, ge=2, help="Attempts per problem (K >= 2).")  # self-correction needs a second attempt
     # Part of a run's identity only when not "none": intrinsic runs keep the ids they had before it.
@@ -41,6 +43,15 @@ class RolloutSettings(RunSettings):
                                  "turn with no verifier signal (SCoRe's protocol). oracle: the grader is the "
                                  "verifier, as in RRR: a correct attempt ends the episode, the request after a "
                                  "wrong one says it was wrong.")
+    seed: int = shared("seed")
+    batch_size: int = shared("batch_size")
+    sampling: Sampling = shared("sampling")  # its fields are options too
+    dtype: str = shared("dtype")
+    device: str = shared("device")
+    backend: str = shared("backend")
+    data_dir: str | None = shared("data_dir")
+    out: str | None = shared("out")
+    results_dir: str = shared("results_dir")
 
     def settings(self) -> dict[str, Any]:
         """Every setting, flat (sampling's at the top level): what config.yaml and the manifest hold.

@@ -114,14 +114,16 @@ def regrade(path: Path, workers: int | None = None) -> Regrade:
     from contextlib import ExitStack
 
     with ExitStack() as held, GradingPool(workers) as pool:
+        if spec is not None:  # a comparison being written is not rewritten under it either
+            held.enter_context(compare.lock())
         for run_dir in run_dirs:  # a run being written (eval) is not rewritten under it: refused, one line
             held.enter_context(RunStore(run_dir).lock())
         runs = [regrade_run(run_dir, pool) for run_dir in run_dirs]
-    if spec is None:
-        return Regrade(report(path), runs)
-    outputs = write_compare_outputs(path, spec)
-    summarize_rows(spec, outputs)
-    compare.write_spec(spec)
-    if any(run.changed for run in runs):
-        note_regrade(compare, {"runs_changed": [str(run.run_dir.name) for run in runs if run.changed]})
+        if spec is None:
+            return Regrade(report(path), runs)
+        outputs = write_compare_outputs(path, spec)
+        summarize_rows(spec, outputs)
+        compare.write_spec(spec)
+        if any(run.changed for run in runs):
+            note_regrade(compare, {"runs_changed": [str(run.run_dir.name) for run in runs if run.changed]})
     return Regrade(outputs, runs)

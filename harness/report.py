@@ -41,14 +41,14 @@ class Outputs:
 @dataclass
 class LoadedRow:
     """One table row's run, read once: its episodes (the compared problems, in their order), its metrics
-    and generated tokens per problem, the model's N (from the run's manifest) and, for a trained row,
-    its training run's log (training FLOPs, curves)."""
+    and generated tokens per problem, its manifest's model entry (the model's N, for the compute columns)
+    and, for a trained row, its training run's log (training FLOPs, curves)."""
 
     label: str
     episodes: list[Episode]
     metrics: TurnMetrics
     tokens: float
-    parameters: int | None
+    model: dict[str, Any] | None
     training_log: list[dict[str, Any]] | None = None
     older_grades: int = 0  # episodes holding a grade from an older grader version
 
@@ -69,8 +69,8 @@ def load_row(label: str, run_dir: Path, turns: int, ids: list[str] | None = None
     overall, scored = score_episodes(episodes, turns, breakdowns=False)  # a table row has no breakdowns
     older = sum(any(s.grade is not None and (s.grade.grader_version or 1) < GRADER_VERSION for s in e.steps)
                 for e in episodes)  # records before version 2 name none
-    return LoadedRow(label, episodes, overall, scored["tokens_per_problem"],
-                     parameter_count(model if isinstance(model, dict) else None), log, older)
+    return LoadedRow(label, episodes, overall, scored["tokens_per_problem"], model if isinstance(model, dict) else None,
+                     log, older)
 
 
 def older_grades_warning(count: int, total: int, folder: Path) -> list[str]:
@@ -139,7 +139,7 @@ def table_row(row: LoadedRow, turns: int, base: LoadedRow | None = None) -> Tabl
         return measured_row(row.label, row.metrics, row.tokens)
     diagnostics = row_diagnostics(row.episodes, turns)
     trained = training_tokens(row.training_log) if row.training_log is not None else None
-    spent = compute(row.episodes, row.parameters, turns, trained)
+    spent = compute(row.episodes, parameter_count(row.model), turns, trained)
     p_value = paired_mcnemar_p(base.episodes, row.episodes) if base is not None else None
     return measured_row(row.label, row.metrics, row.tokens, diagnostics, spent, p_value)
 

@@ -1,11 +1,12 @@
 """The settings every command that loads a model and rolls out shares (`harness eval`, `compare` and
-`train`), declared once: `RunSettings`, with each field's rule and help text. The eval, compare and
-train configs are made from it (harness/evaluate.py, harness/training/config.py), and the CLI makes
+`train`), declared once: `RunSettings`, with each field's default, rule and help text. The eval,
+compare and train configs take each of these fields from it (`shared("task")`: harness/evaluate.py,
+harness/training/config.py), placed where the setting stands in their config.yaml, and the CLI makes
 their shared options (--task, --model, --seed, --dtype, --device, --backend, --batch-size, the sampling
 options, --data-dir, --out, --results-dir) from its fields (cli.options_from).
 
-On disk the settings stay flat and keep their names (config.yaml's `task:`, `batch_size:`, ...), so run
-folders and their ids read as they always did.
+On disk the settings stay flat and keep their names and order (config.yaml's `task:`, `batch_size:`,
+...), so run folders, their files and their ids read as they always did (tests/test_feedback.py).
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ class RunSettings:
     results_dir: str = setting("results", help="Root of runs/ and compare/.")
 
 
-def other_default(name: str, value: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
-    """RunSettings' field `name`, its rule and help kept, with another default: for a config whose runs
-    start from other values (training samples at T = 1), in the subclass that says so."""
+def shared(name: str, value: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+    """RunSettings' field `name` (its default, rule and help) for a config that holds it; `value` or
+    `factory`: another default, for a config whose runs start elsewhere (training samples at T = 1)."""
     found = RunSettings.__dataclass_fields__[name]
+    if value is dataclasses.MISSING and factory is dataclasses.MISSING:
+        value, factory = found.default, found.default_factory
     return dataclasses.field(default=value, default_factory=factory, metadata=found.metadata)

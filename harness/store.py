@@ -1,6 +1,7 @@
 """The owner of results folders. `RunStore` (an eval or training run) and `CompareFolder` (a comparison)
 are the only code that opens config.yaml, manifest.json, samples.jsonl, metrics.json, log.jsonl or
-compare.json, and each holds its folder's single-writer lock. Beneath them, writing safely: whole files
+compare.json, and each hands out its folder's single-writer lock (eval, train and regrade hold a
+run's; compare and regrade a comparison's). Beneath them, writing safely: whole files
 are replaced atomically (write a temp file, fsync, rename) and JSONL is appended whole lines at a time;
 reading stored JSONL back whole lines only; and the one hash that names a run folder."""
 
@@ -286,7 +287,9 @@ class RunStore(Folder):
         """The stored samples (a reader: never modifies the file), in `ids` order when given (each must
         be stored), else in file order."""
         found: dict[str, dict[str, Any]] = {}
-        for record in read_jsonl(self.samples_path):
+        for n, record in enumerate(read_jsonl(self.samples_path), start=1):
+            if not isinstance(record.get("id"), str):
+                raise HarnessError(f"{self.samples_path}: sample {n} has no id (not a sample record)")
             found.setdefault(record["id"], record)
         if ids is None:
             return list(found.values())

@@ -211,6 +211,37 @@ def test_the_committed_training_runs_keep_their_settings_and_ids(name):
     path = REPO / "results" / "reference" / "study-gsm8k" / "runs" / name / "config.yaml"
     stored = yaml.safe_load(path.read_text())
     config = load_train_config(None, str(path))
-    assert config.settings() == stored  # every key read back, none added or renamed
+    assert list(config.settings().items()) == list(stored.items())  # every key read back, in its order
     config.out = None
     assert config.run_dir().name == STUDY_IDS[name]
+
+
+def test_the_configs_hold_every_shared_setting_as_declared():
+    """Settings declared once: eval/compare's RolloutSettings and TrainConfig take each RunSettings field
+    with its rule and help (a default may differ: training samples at T = 1, 8 rows)."""
+    import dataclasses
+
+    from harness.settings import RunSettings
+    from harness.training.config import TrainConfig
+
+    declared = {f.name: f.metadata for f in dataclasses.fields(RunSettings)}
+    for config in (EvalConfig, CompareConfig, TrainConfig):
+        held = {f.name: f.metadata for f in dataclasses.fields(config)}
+        assert {name: held.get(name) for name in declared} == declared, config.__name__
+
+
+@pytest.mark.parametrize("run", sorted((REPO / "results" / "reference" / "runs").iterdir()), ids=lambda p: p.name)
+def test_the_committed_eval_runs_keep_their_config_files(run):
+    """An eval run's config.yaml, read back into EvalConfig, keeps its keys in their order (a resume rewrites
+    the file: settings added since, feedback and checkpoint_step, come in at their places, nothing moves)
+    and gives the folder's id."""
+    import yaml
+
+    from harness.sampling import nest
+
+    stored = yaml.safe_load((run / "config.yaml").read_text())
+    values = nest({k: v for k, v in stored.items() if k != "auto_dtype"})
+    config = EvalConfig(**{**values, "sampling": Sampling(**values["sampling"]), "out": None,
+                           "backend": "hf" if values.get("backend", "auto") == "auto" else values["backend"]})
+    assert [k for k in config.settings() if k in stored] == [k for k in stored if k != "auto_dtype"]
+    assert config.run_dir().name == run.name

@@ -11,7 +11,7 @@ from harness.config import build, check_fields, merge, parse_overrides, read_yam
 from harness.errors import HarnessError
 from harness.lora import LoraSettings
 from harness.sampling import Sampling, flatten, nest
-from harness.settings import RunSettings, other_default
+from harness.settings import shared
 from harness.store import run_hash
 
 
@@ -27,11 +27,14 @@ def _installed_trackers(names: list[str]) -> str | None:
 
 
 @dataclass
-class TrainConfig(RunSettings):
-    """The run settings (task, model, seed, sampling, backend, ...: harness/settings.py) and what training adds."""
+class TrainConfig:
+    """What a training run is: the run settings (`shared`: harness/settings.py) and what training adds,
+    in the order of a training run's config.yaml."""
 
     method: str = "score"
+    task: str = shared("task")
     split: str = "train"
+    model: str = shared("model")
     max_steps: int = setting(100, ge=1)
     # > 0: stop once the rollouts have generated this many tokens (harness/training/budget.py); max_steps caps
     rollout_tokens: int = setting(0, ge=0)
@@ -39,10 +42,7 @@ class TrainConfig(RunSettings):
     samples_per_problem: int = setting(2, ge=1)  # episodes per problem (>= 2 gives leave-one-out baselines)
     grad_accum: int = setting(1, ge=1)  # micro-batches per optimizer step
     # Training samples on-policy (T = 1) and shorter by default than evaluation's greedy 512 tokens.
-    sampling: Sampling = other_default("sampling", factory=lambda: Sampling(max_new_tokens=256, temperature=1.0))
-    # 8 rows by default (0, rows from free memory, is allowed as in eval): a default run's id is the one it
-    # always had (batch_size is part of a training run's identity).
-    batch_size: int = other_default("batch_size", 8)
+    sampling: Sampling = shared("sampling", factory=lambda: Sampling(max_new_tokens=256, temperature=1.0))
     lr: float = setting(5e-6, gt=0)
     weight_decay: float = setting(0.0, ge=0)
     max_grad_norm: float = setting(1.0, ge=0)  # 0: no clipping
@@ -50,8 +50,19 @@ class TrainConfig(RunSettings):
     lora: LoraSettings = field(default_factory=LoraSettings)
     method_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"alpha": 10, "stage1_steps": 50}
     checkpoint_every: int = setting(50, ge=1)
+    seed: int = shared("seed")
+    dtype: str = shared("dtype")
+    device: str = shared("device")
+    # 8 rows by default (0, rows from free memory, is allowed as in eval): a default run's id is the one it
+    # always had (batch_size is part of a training run's identity).
+    batch_size: int = shared("batch_size", 8)
+    backend: str = shared("backend")  # auto never picks llama.cpp for training (see training_backend)
     vllm_memory_share: float = setting(0.3, gt=0, lt=1)  # GPU memory for the vLLM engine beside the trainer
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (big models on one GPU)
+    # Where the data and the run live: not part of a run's identity (a run folder can be moved).
+    data_dir: str | None = shared("data_dir")
+    out: str | None = shared("out")
+    results_dir: str = shared("results_dir")
     report_to: list[str] = setting(factory=lambda: ["tensorboard"], choices=_trackers(), check=_installed_trackers)
 
     def identity(self) -> dict[str, Any]:
