@@ -75,7 +75,9 @@ def raw_llamacpp(gguf: Path, prompts: list[list[int]], max_new_tokens: int, eos:
     import numpy as np
 
     lc.llama_backend_init()
-    mparams = lc.llama_model_default_params()
+    from harness.rollout.llamacpp_lib import model_params
+
+    mparams = model_params(lc)  # the harness's own load (no AMX repacking: it crashes on the first decode)
     model = lc.llama_model_load_from_file(str(gguf).encode(), mparams)
     n = len(prompts)
     cparams = lc.llama_context_default_params()

@@ -50,7 +50,9 @@ class LlamaCpp:
         llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the llamacpp extra)")
         self.ll = llama_cpp
         llama_cpp.llama_backend_init()
-        params = llama_cpp.llama_model_default_params()
+        from harness.rollout.llamacpp_lib import model_params
+
+        params = model_params(llama_cpp)  # as the backend loads it (no AMX repacking, which crashes)
         params.n_gpu_layers = 0
         self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         assert self.model, f"llama.cpp could not load {path}"

@@ -43,7 +43,7 @@ from typing import Any, Callable, Sequence
 
 from harness.errors import HarnessError
 from harness.rollout.generator import Completion, StreamingGenerator
-from harness.rollout.llamacpp_lib import cpu_threads, load_llamacpp, weight_repacking_safe
+from harness.rollout.llamacpp_lib import cpu_threads, load_llamacpp, model_params
 from harness.sampling import SamplingParams, seed32
 
 MAX_SEQ_IDS = 256  # llama.cpp's LLAMA_MAX_SEQ: seq ids of active and cached sequences together
@@ -101,9 +101,7 @@ class LlamaCppGenerator(StreamingGenerator):
         self.n_ids = MAX_SEQ_IDS if self.kv_unified else min(MAX_SEQ_IDS, self.parallel)
         self._fixed_ctx = n_ctx
         ll.llama_backend_init()
-        params = ll.llama_model_default_params()
-        params.use_extra_bufts = weight_repacking_safe()
-        self._model = ll.llama_model_load_from_file(self.gguf_path.encode(), params)
+        self._model = ll.llama_model_load_from_file(self.gguf_path.encode(), model_params(ll))
         if not self._model:
             raise HarnessError(f"{self.gguf_path}: llama.cpp could not load this GGUF")
         self._vocab = ll.llama_model_get_vocab(self._model)

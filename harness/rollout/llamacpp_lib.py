@@ -58,6 +58,14 @@ def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def model_params(ll):
+    """llama.cpp's default model parameters, with weight repacking off where it crashes (below): what
+    every llama.cpp model this project loads (the backend, the tests, the benchmarks) is loaded with."""
+    params = ll.llama_model_default_params()
+    params.use_extra_bufts = weight_repacking_safe()
+    return params
+
+
 def weight_repacking_safe() -> bool:
     """Whether llama.cpp may repack weights into its extra CPU buffer types. On CPUs with AMX-INT8 the
     repack goes to ggml's AMX buffer, and the first decode then segfaults in ggml_backend_amx_mul_mat
