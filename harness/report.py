@@ -60,11 +60,7 @@ def load_row(label: str, run_dir: Path, turns: int, ids: list[str] | None = None
 
     store = RunStore(run_dir)
     episodes = read_episodes(run_dir, ids)[:limit]
-    log = None
-    if training_run is not None:
-        log = RunStore(training_run).read_log() if RunStore(training_run).has_log() else []
-        if not log:
-            raise HarnessError(f"{training_run}: no training steps logged yet (the training curves of {label!r})")
+    log = RunStore(training_run).read_log() if training_run is not None else None  # the row's training curves
     model = store.read_manifest().get("model")
     overall, scored = score_episodes(episodes, turns, breakdowns=False)  # a table row has no breakdowns
     older = sum(any(s.grade is not None and (s.grade.grader_version or 1) < GRADER_VERSION for s in e.steps)
@@ -201,11 +197,8 @@ def report(path: Path) -> Outputs:
     if kind == "eval":
         return _report_eval_run(path)
     if kind == "train":
-        log = RunStore(path).read_log()
-        if not log:
-            raise HarnessError(f"{path}: no training steps logged yet")
         out = Outputs("train", title=path.name)
-        out.written = write_training_plot(log, path / "training_curves", f"Training: {path.name}")
+        out.written = write_training_plot(RunStore(path).read_log(), path / "training_curves", f"Training: {path.name}")
         return out
     raise HarnessError(f"{path}: not a comparison (compare.json), eval run (samples.jsonl) or training run (log.jsonl)")
 

@@ -190,11 +190,9 @@ class Folder:
 
     def write_manifest(self, manifest: dict[str, Any]) -> Path:
         """Keep the first start's record; note each resume (when, from which commit, with which command)."""
-        if self.manifest_path.is_file():
-            first = self.read_manifest() or manifest
-            if first is not manifest:
-                first.setdefault("resumed", []).append(
-                    {k: manifest[k] for k in ("started", "git", "command") if k in manifest})
+        first = self.read_manifest()  # {}: none yet, or damaged (written anew)
+        if first:
+            first.setdefault("resumed", []).append({k: manifest[k] for k in ("started", "git", "command") if k in manifest})
             manifest = first
         return atomic_write_json(self.manifest_path, manifest)
 
@@ -343,7 +341,11 @@ class RunStore(Folder):
         return self.log_path.is_file()
 
     def read_log(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.log_path)
+        """The training log's steps (one line when the run has logged none yet: no file, or no step)."""
+        log = read_jsonl(self.log_path) if self.has_log() else []
+        if not log:
+            raise HarnessError(f"{self.root}: no training steps logged yet")
+        return log
 
     def append_log(self, records: Iterable[dict[str, Any]]) -> None:
         append_jsonl(self.log_path, records)
