@@ -11,13 +11,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-DIR=${AVX2_LLAMA:-$HOME/.cache/selfcorrect-harness/llama-avx2}
+# The same llama-cpp-python release as .venv's (make install pins it), so only the instruction set differs.
+VERSION=$("$PY" -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
+DIR=${AVX2_LLAMA:-$HOME/.cache/selfcorrect-harness/llama-avx2-$VERSION}
 if [ ! -d "$DIR/llama_cpp" ]; then
   # About 7 minutes on 2 cores, once per machine.
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
 -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF \
 -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
-    "$PY" -m pip wheel -q --no-deps --no-cache-dir -w "$DIR.wheel" llama-cpp-python==0.3.36
+    "$PY" -m pip wheel -q --no-deps --no-cache-dir -w "$DIR.wheel" "llama-cpp-python==$VERSION"
   "$PY" -m pip install -q --no-deps --target "$DIR" "$DIR".wheel/llama_cpp_python-*.whl
 fi
 export PYTHONPATH="$DIR" ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
