@@ -1,7 +1,7 @@
 """The real-model study (issue 23): SCoRe, A2C, STaR and Pair-SFT trained on the embedded model under one
 rollout-token budget on GSM8K's train split, then compared with `base` and `self-refine` on held-out test
 problems. The settings below are the study's: COMMON for every run, METHODS for what each paper sets.
-Decisions and their reasons are in the README (section "The first trained result").
+Decisions, their reasons and the result are in the README (section "The first trained result").
 
     python benchmarks/study.py train     # the runs one after another: a started run resumes, a finished one is skipped
     python benchmarks/study.py status    # where each run stands

@@ -27,3 +27,32 @@ def test_the_exact_test_reaches_about_the_stated_power():
     power = np.mean([mcnemar_exact_p(int(a), int(b)) < 0.05 for a, b, _ in cells])
     # the normal approximation for the exact (slightly conservative) test: within a few points of 0.8
     assert 0.72 < power < 0.86, power
+
+
+def test_readme_quotes_the_committed_study_and_its_measured_reach():
+    """The README's study table and its ~5-point reach are the committed comparison's, not a stale copy."""
+    import json
+    import re
+    from pathlib import Path
+
+    import pandas as pd
+
+    root = Path(__file__).resolve().parents[1]
+    folder = root / "results" / "reference" / "study-gsm8k" / "compare"
+    readme = root.joinpath("README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### The first trained result"):readme.index("**How the study was set up")]
+    rows = json.loads((folder / "compare.json").read_text())["rows"]
+    assert len(rows) == 6
+    for row in rows:
+        cells = [f"{100 * a['value']:.1f} [{100 * a['low']:.1f}, {100 * a['high']:.1f}]"
+                 for a in row["metrics"]["accuracy"]]
+        line = next(ln for ln in section.splitlines() if ln.startswith(f"| {row['label'].split(' (')[0]} "))
+        assert all(c.replace("-", "−") in line.replace("*", "") for c in cells), (line, cells)
+    # the reach quoted for STaR, SCoRe and A2C: from their disagreement with base's attempt-2 verdicts
+    episodes = pd.read_csv(folder / "episodes.csv")
+    right = episodes.assign(ok=episodes.transition.str[-1].eq("c")).pivot(index="id", columns="method", values="ok")
+    reach = {m: 100 * min_detectable_difference(len(right), float((right[m] != right["base"]).mean()))
+             for m in right.columns if m.split(" ")[0] in ("star", "score", "a2c2stage")}
+    assert len(reach) == 3 and all(4.5 < r < 5.5 for r in reach.values()), reach
+    for value in reach.values():
+        assert re.search(rf"\b{value:.1f}\b", section), value
