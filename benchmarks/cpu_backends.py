@@ -10,10 +10,14 @@ new tokens.
   GGUF, greedy, the loop a script on llama-cpp-python's low-level API would write;
 - `harness eval --turns 2`: both attempts of the same 32 problems through the harness (rollout driver,
   grading, store) with the backend asked for (default: auto).
-Prints the CPU and its flags, generated tokens/s of each and the ratio of the harness to each.
+- with `--requantize q8_0,q4_0`: raw llama.cpp again on the GGUF requantized to each type (other weights:
+  what a llama.cpp user could trade for speed; Q4_0 runs llama.cpp's repacked 8x8 kernels on x86).
+Prints the CPU and its flags, generated tokens/s of each, the ratio of the harness to each and of each
+to plain `generate` in transformers' default dtype.
 
     python benchmarks/cpu_backends.py                     # all three, backend auto
     python benchmarks/cpu_backends.py --backend llamacpp  # the harness on llama.cpp
+    python benchmarks/cpu_backends.py --skip harness --requantize q8_0,q4_0   # llama.cpp's speed ceiling
 """
 
 from __future__ import annotations
@@ -129,6 +133,24 @@ def raw_llamacpp(gguf: Path, prompts: list[list[int]], max_new_tokens: int, eos:
     return seconds, sum(counts.values())
 
 
+REQUANTIZE = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "iq4_nl": "LLAMA_FTYPE_MOSTLY_IQ4_NL"}
+
+
+def requantized(gguf: Path, kind: str, folder: Path) -> Path:
+    """`gguf` requantized to `kind` by llama.cpp's own quantizer (from its quantized weights, as
+    `llama-quantize --allow-requantize` does)."""
+    import ctypes
+
+    import llama_cpp as lc
+
+    out = folder / f"{gguf.stem}-{kind}.gguf"
+    params = lc.llama_model_quantize_default_params()
+    params.ftype, params.allow_requantize, params.nthread = getattr(lc, REQUANTIZE[kind]), True, os.cpu_count() or 1
+    if lc.llama_model_quantize(str(gguf).encode(), str(out).encode(), ctypes.byref(params)) != 0:
+        raise SystemExit(f"llama.cpp could not requantize {gguf.name} to {kind}")
+    return out
+
+
 def harness_eval(args, out: Path) -> tuple[float, int, str]:
     from harness.evaluate import EvalConfig, evaluate
     from harness.sampling import Sampling
@@ -151,8 +173,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--backend", default="auto", help="the harness's backend: auto, hf, llamacpp")
     parser.add_argument("--skip", default="", help="comma-separated: plain, raw, harness")
+    parser.add_argument("--requantize", default="", help=f"comma-separated GGUF types for extra raw llama.cpp rows: {', '.join(REQUANTIZE)}")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    kinds = [k for k in args.requantize.split(",") if k]
+    if unknown := [k for k in kinds if k not in REQUANTIZE]:
+        parser.error(f"unknown --requantize type(s): {', '.join(unknown)}; known: {', '.join(REQUANTIZE)}")
 
     from harness.gguf_export import gguf_for
     from harness.method import get_method
@@ -184,6 +210,10 @@ def main() -> None:
     if "raw" not in skip:
         gguf = gguf_for(args.model)
         rows[f"raw llama.cpp, {len(prompts)} sequences ({gguf.name})"] = raw_llamacpp(gguf, prompts, args.max_new_tokens, eos)
+        with tempfile.TemporaryDirectory() as tmp:
+            for kind in kinds:
+                rows[f"raw llama.cpp requantized {kind}, {len(prompts)} sequences"] = raw_llamacpp(
+                    requantized(gguf, kind, Path(tmp)), prompts, args.max_new_tokens, eos)
     if "harness" not in skip:
         with tempfile.TemporaryDirectory() as tmp:
             seconds, tokens, backend = harness_eval(args, Path(tmp) / "run")
@@ -197,6 +227,11 @@ def main() -> None:
         for name, value in speed.items():
             if not name.startswith("harness"):
                 print(f"harness / {name.split(' (')[0].split(', 32 seq')[0]}: {ours / value:.2f}x")
+    plain = next((v for k, v in speed.items() if k.endswith("(transformers' default)")), None)
+    if plain is not None:
+        for name, value in speed.items():
+            if not name.endswith("(transformers' default)"):
+                print(f"{name.split(' (')[0].split(', 32 seq')[0]} / plain generate (transformers' default): {value / plain:.2f}x")
 
 
 if __name__ == "__main__":
