@@ -1,9 +1,15 @@
 """The power figure the real-model study states before looking: the smallest paired difference
-McNemar's test detects at alpha 0.05 with power 0.8, checked by hand and by simulating the test."""
+McNemar's test detects at alpha 0.05 with power 0.8, checked by hand and by simulating the test; and the
+README's study section quoting the committed comparison.
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness.metrics import mcnemar_exact_p, min_detectable_difference
@@ -31,12 +37,6 @@ def test_the_exact_test_reaches_about_the_stated_power():
 
 def test_readme_quotes_the_committed_study_and_its_measured_reach():
     """The README's study table and its ~5-point reach are the committed comparison's, not a stale copy."""
-    import json
-    import re
-    from pathlib import Path
-
-    import pandas as pd
-
     root = Path(__file__).resolve().parents[1]
     folder = root / "results" / "reference" / "study-gsm8k" / "compare"
     readme = root.joinpath("README.md").read_text(encoding="utf-8")
