@@ -1,6 +1,6 @@
 """The power figure the real-model study states before looking: the smallest paired difference
 McNemar's test detects at alpha 0.05 with power 0.8, checked by hand and by simulating the test; and the
-README's study section quoting the committed comparison.
+README's study section quoting the committed comparison."""
 
 from __future__ import annotations
 
