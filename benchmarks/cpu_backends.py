@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -151,6 +152,11 @@ def requantized(gguf: Path, kind: str, folder: Path) -> Path:
     return out
 
 
+def short(row: str) -> str:
+    """A row's name without its details: "raw llama.cpp, 32 sequences (x.gguf)" -> "raw llama.cpp"."""
+    return re.split(r" \(|, \d+ sequences", row)[0]
+
+
 def harness_eval(args, out: Path) -> tuple[float, int, str]:
     from harness.evaluate import EvalConfig, evaluate
     from harness.sampling import Sampling
@@ -226,12 +232,12 @@ def main() -> None:
     if ours is not None:
         for name, value in speed.items():
             if not name.startswith("harness"):
-                print(f"harness / {name.split(' (')[0].split(', 32 seq')[0]}: {ours / value:.2f}x")
+                print(f"harness / {short(name)}: {ours / value:.2f}x")
     plain = next((v for k, v in speed.items() if k.endswith("(transformers' default)")), None)
     if plain is not None:
         for name, value in speed.items():
             if not name.endswith("(transformers' default)"):
-                print(f"{name.split(' (')[0].split(', 32 seq')[0]} / plain generate (transformers' default): {value / plain:.2f}x")
+                print(f"{short(name)} / plain generate (transformers' default): {value / plain:.2f}x")
 
 
 if __name__ == "__main__":
